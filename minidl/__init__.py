@@ -1,0 +1,11 @@
+"""minidl: a small deep-learning framework with PuzzleLib's API, a NumPy backend
+and a PyCUDA backend behind one seam (see minidl.backend).
+
+Gradients everywhere are true gradients of the loss (PyTorch's sign);
+optimizers subtract them.
+"""
+
+from minidl.backend import backendName, setBackend  # noqa: F401
+from minidl.errors import BackendError, LoadError, ModuleError  # noqa: F401
+
+__version__ = "0.1.0"

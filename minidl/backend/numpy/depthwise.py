@@ -1,0 +1,69 @@
+"""Depthwise 2-D convolution on the NumPy backend: a direct path.
+
+No im2col and no loop over channels: each of the kh*kw kernel taps is one
+vectorised multiply-add over the whole (N, C, M, Ho, Wo) tensor, reading the
+strided tap view of the padded input. Weight layout (C*M, 1, kh, kw), output
+channel c*M + m from input channel c (channel multiplier M).
+"""
+
+import numpy as np
+
+from minidl.backend.numpy.array import host
+from minidl.backend.numpy.conv import accBiasGrad, addBias, outSize, padded, tapSlice, unpadded
+
+
+def _geometry(inshape, W):
+    c = inshape[1]
+    m = W.shape[0] // c
+    kh, kw = W.shape[2:]
+    return c, m, kh, kw
+
+
+def depthwiseConv2d(x, W, b, stride, pad, dilation):
+    n = x.shape[0]
+    c, m, kh, kw = _geometry(x.shape, W)
+    ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
+    xp = padded(x, pad)
+    w = np.asarray(W).reshape(c, m, kh, kw)
+    y = np.zeros((n, c, m, ho, wo), dtype=np.float32)
+    tmp = np.empty_like(y)
+    for i in range(kh):
+        for j in range(kw):
+            sy, sx = tapSlice(i, j, stride, dilation, (ho, wo))
+            xs = xp[:, :, None, sy, sx]                           # (N, C, 1, Ho, Wo)
+            np.multiply(xs, w[:, :, i, j, None, None], out=tmp)   # broadcast over M
+            y += tmp
+    y = y.reshape(n, c * m, ho, wo)
+    addBias(y, b)
+    return host(y)
+
+
+def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
+    n, _, h, wd = inshape
+    c, m, kh, kw = _geometry(inshape, W)
+    ho, wo = dy.shape[2:]
+    w = np.asarray(W).reshape(c, m, kh, kw)
+    dy5 = np.asarray(dy).reshape(n, c, m, ho, wo)
+    dxp = np.zeros((n, c, h + 2 * pad[0], wd + 2 * pad[1]), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            sy, sx = tapSlice(i, j, stride, dilation, (ho, wo))
+            if m == 1:
+                dxp[:, :, sy, sx] += dy5[:, :, 0] * w[:, 0, i, j, None, None]
+            else:
+                dxp[:, :, sy, sx] += np.einsum("ncmyx,cm->ncyx", dy5, w[:, :, i, j])
+    return host(unpadded(dxp, pad, inshape))
+
+
+def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
+    n = x.shape[0]
+    c, m, kh, kw = _geometry(x.shape, wgrad)
+    ho, wo = dy.shape[2:]
+    xp = padded(x, pad)
+    dy5 = np.asarray(dy).reshape(n, c, m, ho, wo)
+    dw = np.asarray(wgrad).reshape(c, m, kh, kw)   # a view: accumulate straight into wgrad
+    for i in range(kh):
+        for j in range(kw):
+            sy, sx = tapSlice(i, j, stride, dilation, (ho, wo))
+            dw[:, :, i, j] += np.einsum("ncmyx,ncyx->cm", dy5, xp[:, :, sy, sx])
+    accBiasGrad(bgrad, dy)

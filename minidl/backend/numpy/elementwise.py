@@ -1,0 +1,82 @@
+"""Activations, dropout and softmax on the NumPy backend."""
+
+import numpy as np
+
+from minidl.backend.numpy.array import host
+
+ACTIVATIONS = ("relu", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus")
+
+
+def _sigmoid(x):
+    # split by sign so exp never overflows
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def activation(x, kind, alpha, beta):
+    x = np.asarray(x)
+    if kind == "relu":
+        y = np.maximum(x, 0)
+    elif kind == "clip":
+        y = np.clip(x, np.float32(alpha), np.float32(beta))
+    elif kind == "leakyRelu":
+        y = np.where(x > 0, x, x * np.float32(alpha))
+    elif kind == "elu":
+        y = np.where(x > 0, x, np.float32(alpha) * np.expm1(np.minimum(x, 0)))
+    elif kind == "sigmoid":
+        y = _sigmoid(x)
+    elif kind == "tanh":
+        y = np.tanh(x)
+    elif kind == "softPlus":
+        y = np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
+    else:
+        raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
+    return host(y.astype(np.float32, copy=False))
+
+
+def activationBackward(x, y, dy, kind, alpha, beta):
+    x, y, dy = np.asarray(x), np.asarray(y), np.asarray(dy)
+    if kind == "relu":
+        dx = dy * (x > 0)
+    elif kind == "clip":
+        dx = dy * ((x > alpha) & (x < beta))
+    elif kind == "leakyRelu":
+        dx = np.where(x > 0, dy, dy * np.float32(alpha))
+    elif kind == "elu":
+        dx = np.where(x > 0, dy, dy * (y + np.float32(alpha)))
+    elif kind == "sigmoid":
+        dx = dy * y * (1 - y)
+    elif kind == "tanh":
+        dx = dy * (1 - y * y)
+    elif kind == "softPlus":
+        dx = dy * _sigmoid(x)
+    else:
+        raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
+    return host(dx.astype(np.float32, copy=False))
+
+
+def dropout(x, p, seed):
+    rng = np.random.default_rng(seed)
+    mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(np.float32)
+    mask *= np.float32(1.0 / (1.0 - p))
+    return host(np.asarray(x) * mask), host(mask)
+
+
+def dropoutBackward(dy, mask):
+    return host(np.asarray(dy) * np.asarray(mask))
+
+
+def softmax(x):
+    x = np.asarray(x)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    return host(e)
+
+
+def softmaxBackward(y, dy):
+    y, dy = np.asarray(y), np.asarray(dy)
+    return host(y * (dy - (dy * y).sum(axis=1, keepdims=True)))

@@ -1,0 +1,5 @@
+"""Containers: Sequential and Parallel (and the Container base)."""
+
+from minidl.containers.container import Container  # noqa: F401
+from minidl.containers.parallel import Parallel  # noqa: F401
+from minidl.containers.sequential import Sequential  # noqa: F401

@@ -1,0 +1,126 @@
+"""Container: a module made of named child modules.
+
+Children are indexed by name (``seq["conv1"]``, or a dotted path
+``net["block1.depthwise"]``); a child appended without a name is named after
+its position, as PuzzleLib does. An exception raised inside a child comes out
+of the container as a ModuleError carrying the child's dotted path.
+"""
+
+from contextlib import contextmanager
+
+from minidl.errors import ModuleError
+from minidl.modules.module import Module
+
+
+class Container(Module):
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.modules = {}
+
+    # ---- children -------------------------------------------------------------------------------
+
+    def _adopt(self, mod):
+        if not isinstance(mod, Module):
+            raise TypeError("%s: expected a Module, got %s" % (type(self).__name__, type(mod).__name__))
+        if mod.name is None:
+            mod.name = str(len(self.modules))
+            while mod.name in self.modules:
+                mod.name = "_" + mod.name
+        if mod.name in self.modules:
+            raise ValueError("%s %r: a child named %r already exists" % (type(self).__name__, self.name, mod.name))
+        return mod
+
+    def append(self, mod):
+        mod = self._adopt(mod)
+        self.modules[mod.name] = mod
+        return self
+
+    def extend(self, mods):
+        for mod in mods:
+            self.append(mod)
+        return self
+
+    def __getitem__(self, item):
+        if isinstance(item, str):
+            head, _, rest = item.partition(".")
+            if head not in self.modules:
+                raise KeyError("%s %r has no child %r (children: %s)"
+                               % (type(self).__name__, self.name, head, ", ".join(self.modules)))
+            child = self.modules[head]
+            return child[rest] if rest else child
+        raise TypeError("%s indices must be names (str), got %s" % (type(self).__name__, type(item).__name__))
+
+    def __len__(self):
+        return len(self.modules)
+
+    def __iter__(self):
+        return iter(self.modules.values())
+
+    @contextmanager
+    def childScope(self, mod):
+        """Re-raise anything a child raises as a ModuleError with the child's dotted path."""
+        try:
+            yield
+        except ModuleError as e:
+            raise e.within(self.name)
+        except Exception as e:
+            raise ModuleError(type(mod).__name__, [self.name, mod.name], "%s: %s" % (type(e).__name__, e)) from e
+
+    # ---- variables ------------------------------------------------------------------------------
+
+    def namedVars(self, prefix=""):
+        for mod in self.modules.values():
+            yield from mod.namedVars("%s%s." % (prefix, mod.name))
+
+    def namedAttrs(self, prefix=""):
+        for mod in self.modules.values():
+            yield from mod.namedAttrs("%s%s." % (prefix, mod.name))
+
+    def namedContainers(self, prefix=""):
+        """Dotted names of this container and every container below it ('' for self)."""
+        yield prefix.rstrip(".")
+        for mod in self.modules.values():
+            if isinstance(mod, Container):
+                yield from mod.namedContainers("%s%s." % (prefix, mod.name))
+
+    def setVar(self, name, var):
+        head, sep, rest = name.partition(".")
+        if not sep:
+            raise ValueError("%s.setVar: expected a dotted name 'child.var', got %r" % (type(self).__name__, name))
+        self[head].setVar(rest, var)
+
+    def getVar(self, name):
+        head, sep, rest = name.partition(".")
+        if not sep:
+            raise ValueError("%s.getVar: expected a dotted name 'child.var', got %r" % (type(self).__name__, name))
+        return self[head].getVar(rest)
+
+    def zeroGradParams(self):
+        for mod in self.modules.values():
+            mod.zeroGradParams()
+
+    # ---- modes ----------------------------------------------------------------------------------
+
+    def trainMode(self):
+        super().trainMode()
+        for mod in self.modules.values():
+            mod.trainMode()
+
+    def evalMode(self):
+        super().evalMode()
+        for mod in self.modules.values():
+            mod.evalMode()
+
+    def reset(self):
+        super().reset()
+        for mod in self.modules.values():
+            mod.reset()
+
+    def checkDataType(self, dtype, what="input"):
+        """Children check their own input types."""
+
+    def __str__(self):
+        inner = "\n".join("  " + line for mod in self.modules.values() for line in str(mod).splitlines())
+        return "%s(name=%r)\n%s" % (type(self).__name__, self.name, inner)
+
+    __repr__ = __str__

@@ -1,0 +1,42 @@
+"""Parallel: child i takes element i of a list input; the output is the list of results."""
+
+from minidl.containers.container import Container
+
+
+class Parallel(Container):
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+
+    def checkDataShape(self, shape):
+        if not isinstance(shape, list) or len(shape) != len(self.modules):
+            raise self.error("expected a list of %d inputs, got %s"
+                             % (len(self.modules), "a list of %d" % len(shape) if isinstance(shape, list) else
+                                "a single array of shape %s" % (tuple(shape),)))
+
+    def updateData(self, data):
+        out = []
+        for mod, x in zip(self.modules.values(), data):
+            with self.childScope(mod):
+                out.append(mod(x))
+        self.data = out
+
+    def backward(self, grad, updParamGrads=True, updGrad=True):
+        if self.data is None:
+            raise self.error("backward called before a forward pass")
+        if not isinstance(grad, (list, tuple)) or len(grad) != len(self.modules):
+            raise self.error("expected a list of %d grads, got %s" % (len(self.modules), type(grad).__name__))
+        out = []
+        for mod, g in zip(self.modules.values(), grad):
+            with self.childScope(mod):
+                out.append(mod.backward(g, updParamGrads=updParamGrads and self.train, updGrad=updGrad))
+        self.grad = out if updGrad else None
+        return self.grad
+
+    def dataShapeFrom(self, shape):
+        self.checkDataShape(list(shape))
+        out = []
+        for mod, s in zip(self.modules.values(), shape):
+            with self.childScope(mod):
+                out.append(mod.dataShapeFrom(s))
+        return out

@@ -1,0 +1,59 @@
+"""Sequential: children applied one after another."""
+
+from minidl.containers.container import Container
+
+
+class Sequential(Container):
+    """Children run in order; index by name, position or slice (a slice gives a
+    new Sequential sharing the same child modules)."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+
+    def __getitem__(self, item):
+        if isinstance(item, bool):
+            raise TypeError("Sequential indices must be names, ints or slices, got bool")
+        if isinstance(item, int):
+            return list(self.modules.values())[item]
+        if isinstance(item, slice):
+            seq = Sequential()
+            for mod in list(self.modules.values())[item]:
+                seq.modules[mod.name] = mod
+            return seq
+        return super().__getitem__(item)
+
+    def insert(self, index, mod):
+        mod = self._adopt(mod)
+        items = list(self.modules.items())
+        items.insert(index, (mod.name, mod))
+        self.modules = dict(items)
+        return self
+
+    def pop(self, index=-1):
+        name = list(self.modules)[index]
+        return self.modules.pop(name)
+
+    def updateData(self, data):
+        for mod in self.modules.values():
+            with self.childScope(mod):
+                data = mod(data)
+        self.data = data
+
+    def backward(self, grad, updParamGrads=True, updGrad=True):
+        if self.data is None:
+            raise self.error("backward called before a forward pass")
+        mods = list(self.modules.values())
+        for i in range(len(mods) - 1, -1, -1):
+            mod = mods[i]
+            with self.childScope(mod):
+                # the first child's input gradient is needed only if the caller wants ours
+                grad = mod.backward(grad, updParamGrads=updParamGrads and self.train, updGrad=updGrad or i > 0)
+        self.grad = grad if updGrad else None
+        return self.grad
+
+    def dataShapeFrom(self, shape):
+        for mod in self.modules.values():
+            with self.childScope(mod):
+                shape = mod.dataShapeFrom(shape)
+        return shape

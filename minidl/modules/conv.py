@@ -1,0 +1,142 @@
+"""The 2-D convolution family: Conv2D and its depthwise and pointwise forms.
+
+Shapes: input (N, inmaps, H, W) float32 -> output (N, outmaps, Ho, Wo) with
+Ho = (H + 2*pad_h - dil_h*(size_h - 1) - 1) // stride_h + 1 (likewise Wo).
+Weight W is (outmaps, inmaps/groups, kh, kw); bias b is (1, outmaps, 1, 1).
+
+Conv2D picks its backend path at construction (``module.algo``):
+- "depthwise" when groups == inmaps (each output map sees one input map;
+  outmaps = inmaps * multiplier), a direct kernel with no im2col;
+- "pointwise" for a 1x1, stride-1, pad-0, groups-1 conv, one GEMM;
+- "general" otherwise: im2col + GEMM batched over groups.
+All three compute the same function; tests hold them to the general path.
+
+Not supported: asymmetric padding (use explicit padding), transposed conv,
+float16/float64 data.
+"""
+
+from minidl.backend import gpuarray, ops
+from minidl.initschemes import createTensorWithScheme, parseScheme
+from minidl.modules.module import Module
+from minidl.shapes import conv2dOutShape, pair, positiveSize
+from minidl.variable import Variable
+
+
+def _positiveInt(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("%s: %s must be a positive int, got %r" % (owner, name, value))
+    return value
+
+
+class Conv2D(Module):
+    def __init__(self, inmaps, outmaps, size, stride=1, pad=0, dilation=1, wscale=1.0, useBias=True, name=None,
+                 initscheme=None, empty=False, groups=1):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+        kind = type(self).__name__
+        self.inmaps = _positiveInt(kind, "inmaps", inmaps)
+        self.outmaps = _positiveInt(kind, "outmaps", outmaps)
+        self.groups = _positiveInt(kind, "groups", groups)
+        if inmaps % groups or outmaps % groups:
+            raise ValueError("%s: inmaps (%d) and outmaps (%d) must both be divisible by groups (%d)"
+                             % (kind, inmaps, outmaps, groups))
+        self.size = positiveSize("%s: size" % kind, pair(size, "%s: size" % kind), 1)
+        self.stride = positiveSize("%s: stride" % kind, pair(stride, "%s: stride" % kind), 1)
+        self.pad = positiveSize("%s: pad" % kind, pair(pad, "%s: pad" % kind), 0)
+        self.dilation = positiveSize("%s: dilation" % kind, pair(dilation, "%s: dilation" % kind), 1)
+        parseScheme(initscheme)
+
+        if groups == inmaps:
+            self.algo = "depthwise"
+        elif self.size == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0) and groups == 1:
+            self.algo = "pointwise"
+        else:
+            self.algo = "general"
+
+        wshape = (outmaps, inmaps // groups) + self.size
+        if empty:
+            W = gpuarray.zeros(wshape)
+        else:
+            W = gpuarray.to_gpu(createTensorWithScheme(initscheme, wshape, wscale))
+        self.setVar("W", Variable(W))
+        self.useBias = useBias
+        if useBias:
+            self.setVar("b", Variable(gpuarray.zeros((1, outmaps, 1, 1))))
+
+    def _bias(self):
+        return self.vars["b"].data if self.useBias else None
+
+    def checkDataShape(self, shape):
+        self.checkRank(shape, 4, "(N, C, H, W)")
+        if shape[1] != self.inmaps:
+            raise self.error("expected input with %d maps, got shape %s" % (self.inmaps, tuple(shape)))
+        out = self.dataShapeFrom(shape)
+        if out[2] < 1 or out[3] < 1:
+            raise self.error("input of shape %s is too small for size %s, pad %s, dilation %s (output %dx%d)"
+                             % (tuple(shape), self.size, self.pad, self.dilation, out[2], out[3]))
+
+    def dataShapeFrom(self, shape):
+        return conv2dOutShape(shape, self.outmaps, self.size, self.stride, self.pad, self.dilation)
+
+    def updateData(self, data):
+        W, b = self.vars["W"].data, self._bias()
+        if self.algo == "depthwise":
+            self.data = ops.depthwiseConv2d(data, W, b, self.stride, self.pad, self.dilation)
+        elif self.algo == "pointwise":
+            self.data = ops.pointwiseConv2d(data, W, b)
+        else:
+            self.data = ops.conv2d(data, W, b, self.stride, self.pad, self.dilation, self.groups)
+
+    def updateGrad(self, grad):
+        W, inshape = self.vars["W"].data, self.inData.shape
+        if self.algo == "depthwise":
+            self.grad = ops.depthwiseConv2dBackwardData(grad, W, inshape, self.stride, self.pad, self.dilation)
+        elif self.algo == "pointwise":
+            self.grad = ops.pointwiseConv2dBackwardData(grad, W)
+        else:
+            self.grad = ops.conv2dBackwardData(grad, W, inshape, self.stride, self.pad, self.dilation, self.groups)
+
+    def accGradParams(self, grad):
+        wgrad = self.vars["W"].grad
+        bgrad = self.vars["b"].grad if self.useBias else None
+        if self.algo == "depthwise":
+            ops.depthwiseConv2dBackwardParams(self.inData, grad, wgrad, bgrad, self.stride, self.pad, self.dilation)
+        elif self.algo == "pointwise":
+            ops.pointwiseConv2dBackwardParams(self.inData, grad, wgrad, bgrad)
+        else:
+            ops.conv2dBackwardParams(self.inData, grad, wgrad, bgrad, self.stride, self.pad, self.dilation,
+                                     self.groups)
+
+    def __str__(self):
+        return "%s(name=%r, %d->%d, size=%s, stride=%s, pad=%s, dilation=%s, groups=%d, algo=%s)" % (
+            type(self).__name__, self.name, self.inmaps, self.outmaps, self.size, self.stride, self.pad,
+            self.dilation, self.groups, self.algo)
+
+    __repr__ = __str__
+
+
+class DepthwiseConv2D(Conv2D):
+    """Depthwise conv with a channel multiplier (Chainer's DepthwiseConvolution2D).
+
+    Output channel c*multiplier + m is input channel c filtered by its m-th
+    filter. W is (inmaps*multiplier, 1, kh, kw), so weights interchange with
+    ``Conv2D(inmaps, inmaps*multiplier, size, groups=inmaps)``. The default
+    init uses the fan-in of one filter, kh*kw.
+    """
+
+    def __init__(self, inmaps, size, stride=1, pad=0, dilation=1, multiplier=1, wscale=1.0, useBias=True, name=None,
+                 initscheme=None, empty=False):
+        _positiveInt("DepthwiseConv2D", "inmaps", inmaps)
+        self.multiplier = _positiveInt("DepthwiseConv2D", "multiplier", multiplier)
+        super().__init__(inmaps, inmaps * multiplier, size, stride=stride, pad=pad, dilation=dilation, wscale=wscale,
+                         useBias=useBias, name=name, initscheme=initscheme, empty=empty, groups=inmaps)
+        self.registerBlueprint(locals())
+
+
+class PointwiseConv2D(Conv2D):
+    """1x1 conv (a GEMM over the batch): W is (outmaps, inmaps, 1, 1)."""
+
+    def __init__(self, inmaps, outmaps, wscale=1.0, useBias=True, name=None, initscheme=None, empty=False):
+        super().__init__(inmaps, outmaps, 1, wscale=wscale, useBias=useBias, name=name, initscheme=initscheme,
+                         empty=empty)
+        self.registerBlueprint(locals())

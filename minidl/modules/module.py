@@ -1,0 +1,196 @@
+"""The Module protocol (PuzzleLib's, cleaned up).
+
+``module(data)`` validates the input, runs ``updateData`` and returns
+``module.data``; ``module.backward(grad)`` runs ``updateGrad`` (sets
+``module.grad``, the gradient w.r.t. the input) and ``accGradParams``.
+Parameter gradients are true gradients of the loss and *accumulate* into
+``module.vars[name].grad`` until ``zeroGradParams()``; containers follow the
+same rule. Trainable state lives in ``vars`` (Variables), non-trainable state
+(batch-norm statistics) in ``attrs``. Modules start in train mode.
+
+Subclasses implement ``updateData``, ``updateGrad``, ``dataShapeFrom`` and,
+when they own parameters, ``accGradParams``; they validate input in
+``checkDataShape`` and call backend ops for all numerical work.
+"""
+
+import numpy as np
+
+from minidl import serialization
+from minidl.errors import ModuleError
+from minidl.variable import Variable
+
+
+def shapesOf(data):
+    return [shapesOf(d) for d in data] if isinstance(data, (list, tuple)) else tuple(data.shape)
+
+
+def dtypesOf(data):
+    return [dtypesOf(d) for d in data] if isinstance(data, (list, tuple)) else data.dtype
+
+
+class Module:
+    def __init__(self, name=None):
+        if name is not None and (not isinstance(name, str) or "." in name or "/" in name or not name):
+            raise ValueError("%s: name must be a non-empty string without '.' or '/', got %r"
+                             % (type(self).__name__, name))
+        self.name = name
+        self.blueprint = {}
+        self.vars = {}
+        self.attrs = {}
+        self.train = True
+        self.inData = None
+        self.data = None
+        self.grad = None
+
+    def registerBlueprint(self, args):
+        """Record constructor arguments (pass ``locals()``), so a model can be rebuilt."""
+        self.blueprint = {k: v for k, v in args.items() if k not in ("self", "__class__")}
+
+    def __getattr__(self, name):
+        # module.W -> module.vars["W"].data; module.mean -> module.attrs["mean"]
+        d = self.__dict__
+        if "vars" in d and name in d["vars"]:
+            return d["vars"][name].data
+        if "attrs" in d and name in d["attrs"]:
+            return d["attrs"][name]
+        raise AttributeError("%s has no attribute %r" % (type(self).__name__, name))
+
+    # ---- errors ---------------------------------------------------------------------------------
+
+    def error(self, detail):
+        """A ModuleError naming this module; ``raise self.error(...)``."""
+        return ModuleError(type(self).__name__, [self.name], detail)
+
+    # ---- variables and attributes ----------------------------------------------------------------
+
+    def setVar(self, name, var):
+        if not isinstance(var, Variable):
+            raise TypeError("%s.setVar(%r): expected a Variable, got %s" % (type(self).__name__, name, type(var).__name__))
+        old = self.vars.get(name)
+        if old is not None and old.data.shape != var.data.shape:
+            raise ValueError("%s.setVar(%r): expected shape %s, got %s"
+                             % (type(self).__name__, name, old.data.shape, var.data.shape))
+        if var.grad is None:
+            var.grad = _zerosLike(var.data)
+        self.vars[name] = var
+
+    def getVar(self, name):
+        return self.vars[name]
+
+    def setAttr(self, name, attr):
+        self.attrs[name] = attr
+
+    def namedVars(self, prefix=""):
+        """(dotted name, Variable) pairs of this module and its children, in order."""
+        for name, var in self.vars.items():
+            yield prefix + name, var
+
+    def namedAttrs(self, prefix=""):
+        for name, attr in self.attrs.items():
+            yield prefix + name, attr
+
+    def namedContainers(self, prefix=""):
+        """Dotted names of the containers in this module's tree (none for a leaf)."""
+        return iter(())
+
+    def getVarTable(self):
+        """{Variable: [dotted names]}: a shared Variable appears once with all its names."""
+        table = {}
+        for name, var in self.namedVars():
+            table.setdefault(var, []).append(name)
+        return table
+
+    def numOfParams(self):
+        """Number of trainable scalars, counting a shared Variable once (attrs excluded)."""
+        return sum(var.data.size for var in self.getVarTable())
+
+    def zeroGradParams(self):
+        for var in self.vars.values():
+            var.zeroGrad()
+
+    # ---- modes ----------------------------------------------------------------------------------
+
+    def trainMode(self):
+        self.train = True
+        self.reset()
+
+    def evalMode(self):
+        self.train = False
+        self.reset()
+
+    def reset(self):
+        self.inData, self.data, self.grad = None, None, None
+
+    # ---- forward / backward ---------------------------------------------------------------------
+
+    def __call__(self, data):
+        self.checkDataType(dtypesOf(data))
+        self.checkDataShape(shapesOf(data))
+        self.inData = data
+        self.updateData(data)
+        return self.data
+
+    def backward(self, grad, updParamGrads=True, updGrad=True):
+        if self.data is None:
+            raise self.error("backward called before a forward pass")
+        expected, got = shapesOf(self.data), shapesOf(grad)
+        if expected != got:
+            raise self.error("expected grad of shape %s, got %s" % (expected, got))
+        self.checkDataType(dtypesOf(grad), what="grad")
+        if updGrad:
+            self.updateGrad(grad)
+        if updParamGrads and self.train:
+            self.accGradParams(grad)
+        return self.grad
+
+    def updateData(self, data):
+        raise NotImplementedError("%s must implement updateData" % type(self).__name__)
+
+    def updateGrad(self, grad):
+        raise NotImplementedError("%s must implement updateGrad" % type(self).__name__)
+
+    def accGradParams(self, grad):
+        """Accumulate parameter gradients; modules without parameters have nothing to do."""
+
+    def dataShapeFrom(self, shape):
+        raise NotImplementedError("%s must implement dataShapeFrom" % type(self).__name__)
+
+    # ---- validation -----------------------------------------------------------------------------
+
+    def checkDataShape(self, shape):
+        """Raise self.error(...) when the input shape is unusable; default accepts any."""
+
+    def checkDataType(self, dtype, what="input"):
+        for dt in (dtype if isinstance(dtype, list) else [dtype]):
+            if isinstance(dt, list):
+                self.checkDataType(dt, what)
+            elif dt != np.float32:
+                raise self.error("expected %s of dtype float32, got %s" % (what, np.dtype(dt)))
+
+    def checkRank(self, shape, rank, layout):
+        if isinstance(shape, list) or len(shape) != rank:
+            raise self.error("expected %dD input %s, got shape %s" % (rank, layout, _fmt(shape)))
+
+    # ---- persistence ----------------------------------------------------------------------------
+
+    def save(self, filename=None, compress="gzip"):
+        """Write weights in PuzzleLib's h5 layout to filename (atomically), or return the file as bytes."""
+        return serialization.save(self, filename, compress)
+
+    def load(self, source, strict=True):
+        """Load weights from a path, bytes or an open h5py.File; checks everything before writing."""
+        serialization.load(self, source, strict)
+
+    def __str__(self):
+        return "%s(name=%r)" % (type(self).__name__, self.name)
+
+    __repr__ = __str__
+
+
+def _zerosLike(ary):
+    from minidl.backend import gpuarray
+    return gpuarray.zeros(ary.shape, ary.dtype)
+
+
+def _fmt(shape):
+    return str(tuple(shape)) if not isinstance(shape, list) else str(shape)

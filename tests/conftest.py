@@ -1,0 +1,42 @@
+"""Shared fixtures: the backend fixture and seeding.
+
+Every test that touches arrays takes ``backend``; it runs once per backend
+(NumPy always; CUDA where pycuda and a device are present, skipped otherwise).
+``MINIDL_BACKEND=numpy|cuda`` restricts the run to that one backend, so
+``MINIDL_BACKEND=cuda pytest`` runs the whole suite on the GPU.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import minidl.backend as B  # noqa: E402
+
+_REQUESTED = os.environ.get("MINIDL_BACKEND", "auto").lower()
+BACKENDS = [_REQUESTED] if _REQUESTED in ("numpy", "cuda") else ["numpy", "cuda"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs the CUDA backend (skipped where it cannot load)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.cuda] if name == "cuda" else []) for name in BACKENDS])
+def backend(request):
+    name = request.param
+    if name == "cuda" and not B.cudaAvailable():
+        pytest.skip("CUDA backend unavailable here (needs pycuda and a GPU)")
+    previous = B.backendName()
+    B.setBackend(name)
+    yield name
+    B.setBackend(previous)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    np.random.seed(1234)
+    yield
