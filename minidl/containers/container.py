@@ -9,7 +9,7 @@ of the container as a ModuleError carrying the child's dotted path.
 from contextlib import contextmanager
 
 from minidl.errors import ModuleError
-from minidl.modules.module import Module
+from minidl.module import Module
 
 
 class Container(Module):

@@ -17,7 +17,7 @@ float16/float64 data.
 
 from minidl.backend import gpuarray, ops
 from minidl.initschemes import createTensorWithScheme, parseScheme
-from minidl.modules.module import Module
+from minidl.module import Module
 from minidl.shapes import conv2dOutShape, pair, positiveSize
 from minidl.variable import Variable
 

@@ -1,0 +1,18 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="minidl",
+    version="0.1.0",
+    description="A small deep-learning framework with PuzzleLib's API: NumPy and PyCUDA backends, "
+                "depthwise-separable convolutions, h5py weights",
+    packages=find_packages(include=["minidl", "minidl.*"]),
+    package_data={"minidl.backend.cuda": ["kernels/*.cu"]},
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.22", "h5py>=3.0"],
+    extras_require={
+        "cuda": ["pycuda>=2022.1"],
+        "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm"],
+        "digits": ["scikit-learn>=1.0"],
+        "progress": ["tqdm"],
+    },
+)
