@@ -155,6 +155,15 @@ class Module:
     def dataShapeFrom(self, shape):
         raise NotImplementedError("%s must implement dataShapeFrom" % type(self).__name__)
 
+    def macs(self, inshape, outshape):
+        """Multiply-adds of one forward pass on inshape (0 for layers without products)."""
+        return 0
+
+    def summary(self, inshape, file=None):
+        """Print each layer's output shape, parameters and multiply-adds, and the totals; returns the totals."""
+        from minidl.summary import summary
+        return summary(self, inshape, file)
+
     # ---- validation -----------------------------------------------------------------------------
 
     def checkDataShape(self, shape):

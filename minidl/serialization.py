@@ -52,11 +52,13 @@ def _write(module, hdf, compress):
         hdf.require_group("attrs." + (root if not cname else "%s.%s" % (root, cname)))
 
 
-def save(module, filename=None, compress="gzip"):
+def writeH5(filename, writer):
+    """Run writer(h5py.File) into filename atomically (temporary file + rename), or,
+    with filename None, into memory and return the file's bytes."""
     if filename is None:
         buffer = io.BytesIO()
         with h5py.File(buffer, "w") as hdf:
-            _write(module, hdf, compress)
+            writer(hdf)
         return buffer.getvalue()
 
     filename = os.fspath(filename)
@@ -66,7 +68,7 @@ def save(module, filename=None, compress="gzip"):
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as hdf:
-            _write(module, hdf, compress)
+            writer(hdf)
         os.replace(tmp, filename)
     except BaseException:
         if os.path.exists(tmp):
@@ -75,7 +77,11 @@ def save(module, filename=None, compress="gzip"):
     return None
 
 
-def _open(source):
+def save(module, filename=None, compress="gzip"):
+    return writeH5(filename, lambda hdf: _write(module, hdf, compress))
+
+
+def openH5(source):
     """(h5py.File, close?) for a path, bytes or an open h5py.File."""
     if isinstance(source, h5py.File):
         return source, False
@@ -98,7 +104,7 @@ def _readTable(group):
 
 
 def load(module, source, strict=True):
-    hdf, close = _open(source)
+    hdf, close = openH5(source)
     try:
         if "links" not in hdf or "params" not in hdf:
             raise LoadError("not a minidl/PuzzleLib weights file: groups 'params' and 'links' expected, found %s"

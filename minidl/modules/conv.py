@@ -78,6 +78,10 @@ class Conv2D(Module):
     def dataShapeFrom(self, shape):
         return conv2dOutShape(shape, self.outmaps, self.size, self.stride, self.pad, self.dilation)
 
+    def macs(self, inshape, outshape):
+        n, o, ho, wo = outshape
+        return n * o * ho * wo * (self.inmaps // self.groups) * self.size[0] * self.size[1]
+
     def updateData(self, data):
         W, b = self.vars["W"].data, self._bias()
         if self.algo == "depthwise":

@@ -1,0 +1,77 @@
+"""Cost base class.
+
+``error, grad = cost(pred, target)``: error is the mean loss over the batch
+(a Python float), grad the true gradient of that mean w.r.t. pred (positive
+sign, as everywhere in minidl). With ``queryError=False`` the error stays on
+the device (error is None) so a training step never waits for the host; the
+losses still add up in an on-device accumulator read by ``getMeanError()``
+(the mean over all samples since ``resetAccumulator()``).
+"""
+
+import numpy as np
+
+from minidl.backend import gpuarray, ops
+from minidl.errors import ModuleError
+
+
+class Cost:
+    targetDtype = np.float32
+
+    def __init__(self):
+        self.accumErr = None
+        self.numSamples = 0
+        self.error, self.grad = None, None
+
+    def error_(self, detail):
+        return ModuleError(type(self).__name__, [], detail)
+
+    def checkInputs(self, pred, target):
+        if pred.dtype != np.float32:
+            raise self.error_("expected pred of dtype float32, got %s" % pred.dtype)
+        if target.dtype != self.targetDtype:
+            raise self.error_("expected target of dtype %s, got %s" % (np.dtype(self.targetDtype), target.dtype))
+        if tuple(pred.shape) != tuple(target.shape):
+            raise self.error_("expected target of shape %s (as pred), got %s" % (tuple(pred.shape), tuple(target.shape)))
+
+    def _accumulate(self, value, weight, count):
+        """accumErr += weight * value (on the device); count samples more."""
+        if self.accumErr is None:
+            self.accumErr = gpuarray.zeros((), np.float32)
+        ops.axpy(self.accumErr, value, float(weight))
+        self.numSamples += count
+
+    def __call__(self, pred, target, queryError=True):
+        target = self._onDevice(target)
+        self.checkInputs(pred, target)
+        loss, self.grad = self.calcLoss(pred, target)
+        self._accumulate(loss, pred.shape[0], pred.shape[0])
+        self.error = float(loss.get()) if queryError else None
+        return self.error, self.grad
+
+    def validate(self, pred, target):
+        """The batch's validation error (the loss; CrossEntropy gives the error rate), accumulated too."""
+        target = self._onDevice(target)
+        self.checkInputs(pred, target)
+        n = pred.shape[0]
+        value, weight = self.calcValError(pred, target)
+        self._accumulate(value, weight, n)
+        return float(value.get()) * weight / n
+
+    def calcValError(self, pred, target):
+        """(0-d array, weight): the batch total is weight * value. Default: the mean loss, weight N."""
+        return self.calcLoss(pred, target)[0], pred.shape[0]
+
+    def getMeanError(self):
+        if self.numSamples == 0:
+            return 0.0
+        return float(self.accumErr.get()) / self.numSamples
+
+    def resetAccumulator(self):
+        self.accumErr, self.numSamples = None, 0
+
+    @staticmethod
+    def _onDevice(target):
+        return target if gpuarray.isArray(target) else gpuarray.to_gpu(np.asarray(target))
+
+    def calcLoss(self, pred, target):
+        raise NotImplementedError("%s must implement calcLoss" % type(self).__name__)

@@ -1,0 +1,64 @@
+"""The losses: CrossEntropy, MSE, BCE, SmoothL1. Each is a mean over the batch
+of a per-sample sum; grads are the true gradients of that mean."""
+
+import numpy as np
+
+from minidl.backend import backendName, ops
+from minidl.cost.cost import Cost
+
+
+class CrossEntropy(Cost):
+    """Softmax cross-entropy on raw scores (N, C) with int32 labels (N,);
+    the softmax is fused and shifted by the row max, so large logits are safe.
+    ``validate`` returns the error rate (fraction of wrong argmaxes).
+    Per-pixel (N, C, H, W) scores are not supported."""
+
+    targetDtype = np.int32
+
+    def __init__(self, maxlabels=None):
+        super().__init__()
+        self.maxlabels = maxlabels
+
+    def checkInputs(self, pred, target):
+        if pred.dtype != np.float32:
+            raise self.error_("expected scores of dtype float32, got %s" % pred.dtype)
+        if len(pred.shape) != 2:
+            raise self.error_("expected scores of shape (N, C), got %s" % (tuple(pred.shape),))
+        if target.dtype != np.int32:
+            raise self.error_("expected int32 labels, got %s" % target.dtype)
+        if tuple(target.shape) != (pred.shape[0],):
+            raise self.error_("expected labels of shape (%d,), got %s" % (pred.shape[0], tuple(target.shape)))
+        limit = pred.shape[1] if self.maxlabels is None else min(self.maxlabels, pred.shape[1])
+        if backendName() == "numpy":  # a range check on the GPU would force a host sync every step
+            labels = np.asarray(target)
+            if labels.size and (labels.min() < 0 or labels.max() >= limit):
+                raise self.error_("expected labels in [0, %d), got values in [%d, %d]"
+                                  % (limit, labels.min(), labels.max()))
+
+    def calcLoss(self, pred, target):
+        return ops.crossEntropy(pred, target)
+
+    def calcValError(self, pred, target):
+        return ops.classificationErrors(pred, target), 1   # a count of wrong rows
+
+
+class MSE(Cost):
+    """loss = sum((pred - target)^2) / (2N); grad = (pred - target) / N."""
+
+    def calcLoss(self, pred, target):
+        return ops.mse(pred, target)
+
+
+class BCE(Cost):
+    """Binary cross-entropy on raw scores (sigmoid fused and stable); targets in [0, 1]
+    of pred's shape: loss = sum(softplus(s) - t*s) / N."""
+
+    def calcLoss(self, pred, target):
+        return ops.bce(pred, target)
+
+
+class SmoothL1(Cost):
+    """Huber loss with beta 1: sum(0.5 d^2 if |d| < 1 else |d| - 0.5) / N, d = pred - target."""
+
+    def calcLoss(self, pred, target):
+        return ops.smoothL1(pred, target)

@@ -1,0 +1,3 @@
+"""Model builders."""
+
+from minidl.models.mobilenet import loadMobileNetV1, loadMobileNetV2  # noqa: F401

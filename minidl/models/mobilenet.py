@@ -1,0 +1,132 @@
+"""MobileNetV1 and MobileNetV2 as named Sequentials.
+
+Layouts follow the reference implementations so parameter counts match:
+V1 as Keras' MobileNet (bias-free convs + BatchNorm + ReLU, a Linear head
+with bias; 4,231,976 trainable parameters at width 1.0 with 1000 classes) and
+V2 as torchvision's (inverted residuals with ReLU6, channels rounded to
+multiples of 8; 3,504,872 at width 1.0).
+
+``smallInput=True`` keeps the stem and the first downsampling stage at stride
+1, for 32x32 images (CIFAR), leaving an overall stride of 8 instead of 32.
+A V2 residual block is ``Replicate(2) -> Parallel(body, Identity) -> Add``.
+"""
+
+from minidl.containers import Parallel, Sequential
+from minidl.modules import (
+    Activation, Add, BatchNorm2D, Conv2D, DepthwiseConv2D, Dropout, Flatten, GlobalAvgPool2D, Identity, Linear,
+    PointwiseConv2D, Replicate, relu, relu6,
+)
+
+
+def _convBN(seq, prefix, inmaps, outmaps, size, stride, act):
+    if size == 1:
+        seq.append(PointwiseConv2D(inmaps, outmaps, useBias=False, name=prefix, initscheme="he"))
+    else:
+        seq.append(Conv2D(inmaps, outmaps, size, stride=stride, pad=size // 2, useBias=False, name=prefix,
+                          initscheme="he"))
+    seq.append(BatchNorm2D(outmaps, name=prefix + "bn"))
+    if act is not None:
+        seq.append(Activation(act, name=prefix + "act"))
+
+
+def _dwBN(seq, prefix, maps, stride, act):
+    seq.append(DepthwiseConv2D(maps, 3, stride=stride, pad=1, useBias=False, name=prefix, initscheme="he"))
+    seq.append(BatchNorm2D(maps, name=prefix + "bn"))
+    seq.append(Activation(act, name=prefix + "act"))
+
+
+def _head(net, maps, numClasses, dropout):
+    net.append(GlobalAvgPool2D(name="pool"))
+    net.append(Flatten(name="flatten"))
+    if dropout > 0:
+        net.append(Dropout(dropout, name="dropout"))
+    net.append(Linear(maps, numClasses, name="fc"))
+
+
+def _checkArgs(width, numClasses):
+    if not width > 0:
+        raise ValueError("width must be > 0, got %r" % (width,))
+    if isinstance(numClasses, bool) or not isinstance(numClasses, int) or numClasses < 1:
+        raise ValueError("numClasses must be a positive int, got %r" % (numClasses,))
+
+
+# (output maps, stride) of V1's 13 depthwise-separable blocks
+_V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+              (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
+
+
+def loadMobileNetV1(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=1e-3, name="mobilenet"):
+    """MobileNetV1: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
+    _checkArgs(width, numClasses)
+    net = Sequential(name)
+    stem = Sequential("stem")
+    maps = int(32 * width)
+    _convBN(stem, "conv", inmaps, maps, 3, 1 if smallInput else 2, relu)
+    net.append(stem)
+    firstDown = True
+    for i, (out, stride) in enumerate(_V1_BLOCKS, 1):
+        if stride == 2 and firstDown:
+            firstDown = False
+            stride = 1 if smallInput else 2
+        out = int(out * width)
+        block = Sequential("block%d" % i)
+        _dwBN(block, "dw", maps, stride, relu)
+        _convBN(block, "pw", maps, out, 1, 1, relu)
+        net.append(block)
+        maps = out
+    _head(net, maps, numClasses, dropout)
+    return net
+
+
+def _divisible(v, divisor=8):
+    """Round channels to a multiple of divisor, never dropping more than 10% (torchvision's rule)."""
+    out = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * v else out
+
+
+# (expansion t, output maps c, repeats n, first stride s) of V2's stages
+_V2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def _invertedResidual(name, inmaps, outmaps, stride, expand):
+    body = Sequential("body")
+    hidden = inmaps * expand
+    if expand != 1:
+        _convBN(body, "expand", inmaps, hidden, 1, 1, relu6)
+    _dwBN(body, "dw", hidden, stride, relu6)
+    _convBN(body, "project", hidden, outmaps, 1, 1, None)   # linear bottleneck
+    if stride != 1 or inmaps != outmaps:
+        body.name = name
+        return body
+    block = Sequential(name)
+    block.append(Replicate(2, name="split"))
+    block.append(Parallel("branches").append(body).append(Identity(name="shortcut")))
+    block.append(Add(name="add"))
+    return block
+
+
+def loadMobileNetV2(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=0.2, name="mobilenetv2"):
+    """MobileNetV2: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
+    _checkArgs(width, numClasses)
+    net = Sequential(name)
+    stem = Sequential("stem")
+    maps = _divisible(32 * width)
+    _convBN(stem, "conv", inmaps, maps, 3, 1 if smallInput else 2, relu6)
+    net.append(stem)
+    index, firstDown = 0, True
+    for t, c, n, s in _V2_STAGES:
+        out = _divisible(c * width)
+        for r in range(n):
+            stride = s if r == 0 else 1
+            if stride == 2 and firstDown:
+                firstDown = False
+                stride = 1 if smallInput else 2
+            index += 1
+            net.append(_invertedResidual("block%d" % index, maps, out, stride, t))
+            maps = out
+    last = _divisible(1280 * max(1.0, width))
+    tail = Sequential("last")
+    _convBN(tail, "conv", maps, last, 1, 1, relu6)
+    net.append(tail)
+    _head(net, last, numClasses, dropout)
+    return net

@@ -1,0 +1,117 @@
+"""Batch normalisation: BatchNorm2D for (N, C, H, W) and BatchNorm for (N, C).
+
+Train mode normalises with the batch's statistics (biased variance) and folds
+them into the running statistics; eval mode uses the running statistics.
+Vars: ``scale`` ~ N(1, sscale) and ``bias`` = 0, each (1, maps, 1, 1) (only
+when affine). Attrs (saved and loaded, not trained): running ``mean`` (0) and
+``var`` (1), each (1, maps, 1, 1).
+
+Running-average factor: the k-th update (k = 0, 1, ...) uses
+max(initFactor / (k + 1), minFactor), so the first batches form a cumulative
+average and later ones an exponential average with weight minFactor (0.1, as
+PyTorch's momentum). The running variance takes the unbiased batch variance.
+"""
+
+import numpy as np
+
+from minidl.backend import gpuarray, ops
+from minidl.module import Module
+from minidl.variable import Variable
+
+
+class BatchNorm2D(Module):
+    def __init__(self, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
+                 empty=False):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+        if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
+            raise ValueError("%s: maps must be a positive int, got %r" % (type(self).__name__, maps))
+        if epsilon <= 0:
+            raise ValueError("%s: epsilon must be > 0, got %r" % (type(self).__name__, epsilon))
+        if not 0 < minFactor <= 1 or not 0 < initFactor <= 1:
+            raise ValueError("%s: initFactor and minFactor must be in (0, 1], got %r and %r"
+                             % (type(self).__name__, initFactor, minFactor))
+        self.maps, self.epsilon = maps, epsilon
+        self.initFactor, self.minFactor = initFactor, minFactor
+        self.affine = affine
+        self.numOfUpdates = 0
+        shape = (1, maps, 1, 1)
+        scale = np.ones(shape, np.float32) if empty or not affine else \
+            np.random.normal(1.0, sscale, shape).astype(np.float32)
+        if affine:
+            self.setVar("scale", Variable(gpuarray.to_gpu(scale)))
+            self.setVar("bias", Variable(gpuarray.zeros(shape)))
+        else:
+            # fixed identity transform, neither trained nor saved
+            self.fixedScale, self.fixedBias = gpuarray.to_gpu(scale), gpuarray.zeros(shape)
+        self.setAttr("mean", gpuarray.zeros(shape))
+        self.setAttr("var", gpuarray.to_gpu(np.ones(shape, np.float32)))
+        self.saveMean = self.saveVar = None
+        self.paramGrads = None
+
+    def _affine(self):
+        if self.affine:
+            return self.vars["scale"].data, self.vars["bias"].data
+        return self.fixedScale, self.fixedBias
+
+    def _asMaps(self, x):
+        """The (N, C, H, W) view the ops work on."""
+        return x
+
+    def checkDataShape(self, shape):
+        self.checkRank(shape, 4, "(N, C, H, W)")
+        if shape[1] != self.maps:
+            raise self.error("expected input with %d maps, got shape %s" % (self.maps, tuple(shape)))
+
+    def dataShapeFrom(self, shape):
+        return tuple(shape)
+
+    def updateData(self, data):
+        x = self._asMaps(data)
+        scale, bias = self._affine()
+        if self.train:
+            factor = max(self.initFactor / (self.numOfUpdates + 1), self.minFactor)
+            y, self.saveMean, self.saveVar = ops.batchNormTrain(x, scale, bias, self.attrs["mean"],
+                                                                self.attrs["var"], self.epsilon, factor)
+            self.numOfUpdates += 1
+        else:
+            y = ops.batchNormEval(x, scale, bias, self.attrs["mean"], self.attrs["var"], self.epsilon)
+        self.data = y.reshape(data.shape)
+
+    def _backward(self, grad):
+        x = self._asMaps(self.inData)
+        dy = self._asMaps(grad)
+        scale, _ = self._affine()
+        if self.train:
+            return ops.batchNormBackward(x, dy, scale, self.saveMean, self.saveVar, self.epsilon, True)
+        return ops.batchNormBackward(x, dy, scale, self.attrs["mean"], self.attrs["var"], self.epsilon, False)
+
+    def updateGrad(self, grad):
+        dx, dscale, dbias = self._backward(grad)
+        self.paramGrads = (dscale, dbias)
+        self.grad = dx.reshape(self.inData.shape)
+
+    def accGradParams(self, grad):
+        if not self.affine:
+            return
+        dscale, dbias = self.paramGrads if self.paramGrads is not None else self._backward(grad)[1:]
+        self.paramGrads = None
+        ops.axpy(self.vars["scale"].grad, dscale, 1.0)
+        ops.axpy(self.vars["bias"].grad, dbias, 1.0)
+
+    def reset(self):
+        super().reset()
+        self.saveMean = self.saveVar = self.paramGrads = None
+
+
+class BatchNorm(BatchNorm2D):
+    """Batch normalisation of (N, maps) data (a Linear layer's output); same
+    parameters and statistics as BatchNorm2D, each of shape (1, maps, 1, 1)."""
+
+    def _asMaps(self, x):
+        return x.reshape(x.shape[0], x.shape[1], 1, 1)
+
+    def checkDataShape(self, shape):
+        self.checkRank(shape, 2, "(N, C)")
+        if shape[1] != self.maps:
+            raise self.error("expected input with %d features, got shape %s" % (self.maps, tuple(shape)))

@@ -1,0 +1,47 @@
+"""Linear(insize, outsize): y = x @ W + b with W (insize, outsize), b (outsize,).
+
+Input (N, insize) float32 -> (N, outsize). Higher-rank input is not flattened
+implicitly: put a Flatten in front.
+"""
+
+from minidl.backend import gpuarray, ops
+from minidl.initschemes import createTensorWithScheme, parseScheme
+from minidl.module import Module
+from minidl.variable import Variable
+
+
+class Linear(Module):
+    def __init__(self, insize, outsize, wscale=1.0, useBias=True, initscheme=None, name=None, empty=False):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+        for what, v in (("insize", insize), ("outsize", outsize)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError("Linear: %s must be a positive int, got %r" % (what, v))
+        parseScheme(initscheme)
+        self.insize, self.outsize, self.useBias = insize, outsize, useBias
+        W = gpuarray.zeros((insize, outsize)) if empty else \
+            gpuarray.to_gpu(createTensorWithScheme(initscheme, (insize, outsize), wscale))
+        self.setVar("W", Variable(W))
+        if useBias:
+            self.setVar("b", Variable(gpuarray.zeros((outsize,))))
+
+    def checkDataShape(self, shape):
+        self.checkRank(shape, 2, "(N, insize)")
+        if shape[1] != self.insize:
+            raise self.error("expected input with %d features, got shape %s" % (self.insize, tuple(shape)))
+
+    def dataShapeFrom(self, shape):
+        return (shape[0], self.outsize)
+
+    def macs(self, inshape, outshape):
+        return inshape[0] * self.insize * self.outsize
+
+    def updateData(self, data):
+        self.data = ops.linear(data, self.vars["W"].data, self.vars["b"].data if self.useBias else None)
+
+    def updateGrad(self, grad):
+        self.grad = ops.linearBackwardData(grad, self.vars["W"].data)
+
+    def accGradParams(self, grad):
+        ops.linearBackwardParams(self.inData, grad, self.vars["W"].grad,
+                                 self.vars["b"].grad if self.useBias else None)

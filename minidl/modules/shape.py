@@ -1,0 +1,91 @@
+"""Shape-only modules: Flatten, Reshape, Identity (views, no arithmetic)."""
+
+from minidl.module import Module
+
+
+class Identity(Module):
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+
+    def checkDataType(self, dtype, what="input"):
+        """Identity passes any dtype through."""
+
+    def dataShapeFrom(self, shape):
+        return shape
+
+    def updateData(self, data):
+        self.data = data
+
+    def updateGrad(self, grad):
+        self.grad = grad
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+
+    def checkDataShape(self, shape):
+        if isinstance(shape, list) or len(shape) < 2:
+            raise self.error("expected input of rank >= 2, got shape %s" % (shape,))
+
+    def dataShapeFrom(self, shape):
+        size = 1
+        for d in shape[1:]:
+            size *= d
+        return (shape[0], size)
+
+    def updateData(self, data):
+        self.data = data.reshape(self.dataShapeFrom(data.shape))
+
+    def updateGrad(self, grad):
+        self.grad = grad.reshape(self.inData.shape)
+
+
+class Reshape(Module):
+    """Reshape to ``shape``: 0 copies the input's dimension at that position, -1 (once) is inferred."""
+
+    def __init__(self, shape, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+        shape = tuple(shape)
+        if sum(1 for d in shape if d == -1) > 1 or any((not isinstance(d, int)) or d < -1 for d in shape):
+            raise ValueError("Reshape: shape may hold ints >= 0 and at most one -1, got %r" % (shape,))
+        self.shape = shape
+
+    def dataShapeFrom(self, inshape):
+        if isinstance(inshape, list):
+            raise self.error("expected a single array, got a list")
+        out = []
+        for i, d in enumerate(self.shape):
+            if d == 0:
+                if i >= len(inshape):
+                    raise self.error("0 at position %d copies a dimension the input %s does not have"
+                                     % (i, tuple(inshape)))
+                d = inshape[i]
+            out.append(d)
+        total = 1
+        for d in inshape:
+            total *= d
+        known = 1
+        for d in out:
+            known *= d if d != -1 else 1
+        if -1 in out:
+            if known == 0 or total % known:
+                raise self.error("cannot reshape input of shape %s to %s" % (tuple(inshape), self.shape))
+            out[out.index(-1)] = total // known
+        elif known != total:
+            raise self.error("cannot reshape input of shape %s to %s" % (tuple(inshape), self.shape))
+        return tuple(out)
+
+    def checkDataShape(self, shape):
+        self.dataShapeFrom(shape)
+
+    def updateData(self, data):
+        self.data = data.reshape(self.dataShapeFrom(data.shape))
+
+    def updateGrad(self, grad):
+        self.grad = grad.reshape(self.inData.shape)
