@@ -39,7 +39,7 @@ def main(argv=None):
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--epochs", type=int, default=None, help="default: 12 on digits, 10 on CIFAR-10")
     parser.add_argument("--batchsize", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "minidl_mobilenet.h5"))
     args = parser.parse_args(argv)

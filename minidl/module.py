@@ -189,6 +189,10 @@ class Module:
     def load(self, source, strict=True):
         """Load weights from a path, bytes or an open h5py.File; checks everything before writing."""
         serialization.load(self, source, strict)
+        self.afterLoad()
+
+    def afterLoad(self):
+        """Called once loaded values are in place, for state derived from them (default: none)."""
 
     def __str__(self):
         return "%s(name=%r)" % (type(self).__name__, self.name)

@@ -122,3 +122,23 @@ def checkGradients(module, x, kind="smooth", mode="auto", directions=3, params=T
             assertClose(got, want, rtol, atol, "directional gradient of %s (%s)" % (name, type(module).__name__))
             worst = max(worst, maxRelError(got, want))
     return worst
+
+
+def checkCostGradient(cost, pred, target, kind="smooth"):
+    """Element-wise central differences of cost(pred, target)'s error against its grad."""
+    tol = TOLERANCES[kind]
+    eps, rtol, atol = tol["eps"], tol["rtol"], tol["atol"]
+    pred = np.asarray(pred, dtype=np.float32)
+    targetDev = gpuarray.to_gpu(target)
+    _, grad = cost(gpuarray.to_gpu(pred), targetDev)
+    analytic = grad.get()
+    numeric = np.zeros(pred.shape)
+    for idx in np.ndindex(pred.shape):
+        v = pred.astype(np.float64).copy()
+        v[idx] += eps
+        plus, _ = cost(gpuarray.to_gpu(v.astype(np.float32)), targetDev)
+        v[idx] -= 2 * eps
+        minus, _ = cost(gpuarray.to_gpu(v.astype(np.float32)), targetDev)
+        numeric[idx] = (plus - minus) / (2 * eps)
+    assertClose(analytic, numeric, rtol, atol, "gradient of %s" % type(cost).__name__)
+    return maxRelError(analytic, numeric)

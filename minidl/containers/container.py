@@ -99,6 +99,10 @@ class Container(Module):
         for mod in self.modules.values():
             mod.zeroGradParams()
 
+    def afterLoad(self):
+        for mod in self.modules.values():
+            mod.afterLoad()
+
     # ---- modes ----------------------------------------------------------------------------------
 
     def trainMode(self):

@@ -10,7 +10,13 @@ Running-average factor: the k-th update (k = 0, 1, ...) uses
 max(initFactor / (k + 1), minFactor), so the first batches form a cumulative
 average and later ones an exponential average with weight minFactor (0.1, as
 PyTorch's momentum). The running variance takes the unbiased batch variance.
+The update count is not part of PuzzleLib's file layout, so a loaded
+BatchNorm counts as warmed up and continues with minFactor: resuming from a
+checkpoint reproduces an uninterrupted run once the checkpoint is past the
+warm-up (initFactor / minFactor updates, 10 by default).
 """
+
+import math
 
 import numpy as np
 
@@ -102,6 +108,10 @@ class BatchNorm2D(Module):
     def reset(self):
         super().reset()
         self.saveMean = self.saveVar = self.paramGrads = None
+
+    def afterLoad(self):
+        # loaded statistics are a trained average: continue with the steady-state factor
+        self.numOfUpdates = max(self.numOfUpdates, math.ceil(self.initFactor / self.minFactor))
 
 
 class BatchNorm(BatchNorm2D):
