@@ -1,0 +1,40 @@
+"""Batch normalisation on the CUDA backend: per-channel block reductions for
+the statistics and the parameter gradients, elementwise kernels for the rest."""
+
+import numpy as np
+
+from minidl.backend.cuda.array import empty
+from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, ptr
+
+
+def _dims(x):
+    n, c = x.shape[:2]
+    return n, c, x.size // (n * c)
+
+
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+    n, c, l = _dims(x)
+    mean, var = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
+    launchBlocks(function("batchnorm.cu", "bnStats"), c, BLOCK, ptr(x), ptr(mean), ptr(var), ptr(runMean),
+                 ptr(runVar), i32(n), i32(c), i32(l), f32(factor))
+    return batchNormEval(x, scale, bias, mean, var, epsilon), mean, var
+
+
+def batchNormEval(x, scale, bias, mean, var, epsilon):
+    n, c, l = _dims(x)
+    y = empty(x.shape, np.float32)
+    launch(function("batchnorm.cu", "bnApply"), x.size, ptr(x), ptr(y), ptr(scale), ptr(bias), ptr(mean), ptr(var),
+           f32(epsilon), i32(c), i32(l), i64(x.size))
+    return y
+
+
+def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
+    n, c, l = _dims(x)
+    dscale, dbias = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
+    launchBlocks(function("batchnorm.cu", "bnBackwardReduce"), c, BLOCK, ptr(x), ptr(dy), ptr(mean), ptr(var),
+                 f32(epsilon), ptr(dscale), ptr(dbias), i32(n), i32(c), i32(l))
+    dx = empty(x.shape, np.float32)
+    launch(function("batchnorm.cu", "bnBackwardData"), x.size, ptr(x), ptr(dy), ptr(dx), ptr(scale), ptr(mean),
+           ptr(var), ptr(dscale), ptr(dbias), f32(epsilon), i32(c), i32(l), i64(n * l), i32(bool(useBatchStats)),
+           i64(x.size))
+    return dx, dscale, dbias

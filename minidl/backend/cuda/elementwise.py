@@ -1,0 +1,60 @@
+"""Activations, dropout and softmax on the CUDA backend."""
+
+import numpy as np
+
+from minidl.backend.cuda.array import empty
+from minidl.backend.cuda.compiler import f32, function, i32, i64, launch, ptr
+
+_KINDS = {"relu": 0, "clip": 1, "leakyRelu": 2, "elu": 3, "sigmoid": 4, "tanh": 5, "softPlus": 6}
+
+
+def _kind(kind):
+    if kind not in _KINDS:
+        raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(_KINDS)))
+    return np.int32(_KINDS[kind])
+
+
+def activation(x, kind, alpha, beta):
+    y = empty(x.shape, np.float32)
+    launch(function("elementwise.cu", "activationForward"), x.size, ptr(x), ptr(y), i64(x.size), _kind(kind),
+           f32(alpha), f32(beta))
+    return y
+
+
+def activationBackward(x, y, dy, kind, alpha, beta):
+    dx = empty(x.shape, np.float32)
+    launch(function("elementwise.cu", "activationBackward"), x.size, ptr(x), ptr(y), ptr(dy), ptr(dx), i64(x.size),
+           _kind(kind), f32(alpha), f32(beta))
+    return dx
+
+
+def dropout(x, p, seed):
+    y, mask = empty(x.shape, np.float32), empty(x.shape, np.float32)
+    launch(function("elementwise.cu", "dropoutForward"), x.size, ptr(x), ptr(y), ptr(mask), i64(x.size), f32(p),
+           np.uint32(seed & 0xFFFFFFFF))
+    return y, mask
+
+
+def dropoutBackward(dy, mask):
+    dx = empty(dy.shape, np.float32)
+    launch(function("elementwise.cu", "mul"), dy.size, ptr(dy), ptr(mask), ptr(dx), i64(dy.size))
+    return dx
+
+
+def _rows(shape):
+    n, c = shape[:2]
+    return n, c, int(np.prod(shape[2:], dtype=np.int64))
+
+
+def softmax(x):
+    n, c, l = _rows(x.shape)
+    y = empty(x.shape, np.float32)
+    launch(function("softmax.cu", "softmaxForward"), n * l, ptr(x), ptr(y), i32(n), i32(c), i32(l))
+    return y
+
+
+def softmaxBackward(y, dy):
+    n, c, l = _rows(y.shape)
+    dx = empty(y.shape, np.float32)
+    launch(function("softmax.cu", "softmaxBackward"), n * l, ptr(y), ptr(dy), ptr(dx), i32(n), i32(c), i32(l))
+    return dx

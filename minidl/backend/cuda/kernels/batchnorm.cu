@@ -1,0 +1,99 @@
+// Batch normalisation over (N, L) per channel of x (N, C, L), L = H*W.
+// Reductions run one block per channel with a shared-memory tree (no atomics);
+// blockDim.x must be a power of two <= 1024.
+
+#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
+                             i += (long long)blockDim.x * gridDim.x)
+
+__device__ float blockSum(float v, float* part)
+{
+    part[threadIdx.x] = v;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half >>= 1)
+    {
+        if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    float total = part[0];
+    __syncthreads();
+    return total;
+}
+
+extern "C" {
+
+// Batch mean and biased variance (two passes, so no cancellation), and the running-statistics update.
+__global__ void bnStats(const float* x, float* mean, float* var, float* runMean, float* runVar, int N, int C, int L,
+                        float factor)
+{
+    __shared__ float part[1024];
+    int c = blockIdx.x;
+    long long count = (long long)N * L;
+    float s = 0.0f;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x)
+        s += x[((k / L) * C + c) * L + k % L];
+    float mu = blockSum(s, part) / count;
+    float q = 0.0f;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x)
+    {
+        float d = x[((k / L) * C + c) * L + k % L] - mu;
+        q += d * d;
+    }
+    float v = blockSum(q, part) / count;
+    if (threadIdx.x == 0)
+    {
+        mean[c] = mu;
+        var[c] = v;
+        float unbiased = count > 1 ? v * count / (count - 1) : v;
+        runMean[c] = (1.0f - factor) * runMean[c] + factor * mu;
+        runVar[c] = (1.0f - factor) * runVar[c] + factor * unbiased;
+    }
+}
+
+__global__ void bnApply(const float* x, float* y, const float* scale, const float* bias, const float* mean,
+                        const float* var, float epsilon, int C, int L, long long total)
+{
+    GRID_LOOP(i, total)
+    {
+        int c = (i / L) % C;
+        y[i] = (x[i] - mean[c]) * (scale[c] * rsqrtf(var[c] + epsilon)) + bias[c];
+    }
+}
+
+// dbias[c] = sum dy, dscale[c] = sum dy * xhat
+__global__ void bnBackwardReduce(const float* x, const float* dy, const float* mean, const float* var, float epsilon,
+                                 float* dscale, float* dbias, int N, int C, int L)
+{
+    __shared__ float part[1024];
+    int c = blockIdx.x;
+    long long count = (long long)N * L;
+    float mu = mean[c], inv = rsqrtf(var[c] + epsilon);
+    float sg = 0.0f, sgx = 0.0f;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x)
+    {
+        long long i = ((k / L) * C + c) * L + k % L;
+        sg += dy[i];
+        sgx += dy[i] * (x[i] - mu) * inv;
+    }
+    float tg = blockSum(sg, part);
+    float tgx = blockSum(sgx, part);
+    if (threadIdx.x == 0) { dbias[c] = tg; dscale[c] = tgx; }
+}
+
+__global__ void bnBackwardData(const float* x, const float* dy, float* dx, const float* scale, const float* mean,
+                               const float* var, const float* dscale, const float* dbias, float epsilon, int C, int L,
+                               long long count, int useBatchStats, long long total)
+{
+    GRID_LOOP(i, total)
+    {
+        int c = (i / L) % C;
+        float inv = rsqrtf(var[c] + epsilon), a = scale[c] * inv;
+        if (useBatchStats)
+        {
+            float xhat = (x[i] - mean[c]) * inv;
+            dx[i] = a * (dy[i] - (dbias[c] + xhat * dscale[c]) / count);
+        }
+        else dx[i] = a * dy[i];
+    }
+}
+
+}
