@@ -1,0 +1,413 @@
+"""minidl against PyTorch, in one process, on one backend.
+
+    python benchmarks/run.py                       # NumPy backend vs PyTorch CPU, all cases
+    python benchmarks/run.py --backend cuda        # CUDA backend vs PyTorch on the same GPU
+    python benchmarks/run.py --cases depthwise --repeat 9 --json out.json
+
+Each case is checked first (outputs and gradients equal to PyTorch's with identical
+weights), then timed as forward and as forward+backward (input and weight gradients):
+minidl and PyTorch alternate, run after run, and the median of --repeat runs after
+--warmup is reported with the ratio minidl/PyTorch. Both sides get the same thread
+count (OMP, OpenBLAS, MKL, numba and torch.set_num_threads). The machine's SGEMM
+GFLOP/s and copy GB/s are measured in the same run and each case's fraction of the
+relevant one is printed. Without PyTorch, minidl's figures alone.
+"""
+
+import os
+import sys
+
+
+def _threadsFromArgv():
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return str(os.cpu_count() or 1)
+
+
+# thread pools read these at import, so they are set before numpy (or torch) loads
+_THREADS = _threadsFromArgv()
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = _THREADS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import minidl.backend as B  # noqa: E402
+from minidl.backend import gpuarray  # noqa: E402
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    torch = None
+
+# (name, kind, kwargs of the minidl module, input shape)
+CONV_CASES = [
+    ("conv3x3", "conv", dict(inmaps=32, outmaps=64, size=3, pad=1), (32, 32, 32, 32)),
+    ("first_layer", "conv", dict(inmaps=3, outmaps=32, size=3, stride=2, pad=1), (32, 3, 64, 64)),
+    ("grouped", "conv", dict(inmaps=64, outmaps=64, size=3, pad=1, groups=4), (32, 64, 16, 16)),
+    ("dilated", "conv", dict(inmaps=32, outmaps=32, size=3, pad=2, dilation=2), (32, 32, 32, 32)),
+    ("depthwise3x3", "conv", dict(inmaps=128, outmaps=128, size=3, pad=1, groups=128), (32, 128, 32, 32)),
+    ("depthwise3x3_s2", "conv", dict(inmaps=256, outmaps=256, size=3, stride=2, pad=1, groups=256), (32, 256, 16, 16)),
+    ("depthwise_x2", "conv", dict(inmaps=64, outmaps=128, size=3, pad=1, groups=64), (32, 64, 32, 32)),
+    ("pointwise", "conv", dict(inmaps=128, outmaps=256, size=1), (32, 128, 16, 16)),
+]
+MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2")]
+
+
+class Side:
+    """Synchronisation and placement for one backend."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.device = "cuda" if backend == "cuda" else "cpu"
+
+    def syncMinidl(self):
+        if self.backend == "cuda":
+            from minidl.backend.cuda import context
+            context.synchronize()
+
+    def syncTorch(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+
+def timeIt(fn, sync):
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def interleaved(fnA, syncA, fnB, syncB, warmup, repeat):
+    """Median seconds of fnA and fnB, run alternately after warm-up."""
+    for _ in range(warmup):
+        fnA()
+        if fnB:
+            fnB()
+    a, b = [], []
+    for _ in range(repeat):
+        a.append(timeIt(fnA, syncA))
+        if fnB:
+            b.append(timeIt(fnB, syncB))
+    return statistics.median(a), (statistics.median(b) if b else None)
+
+
+# ---- machine limits ---------------------------------------------------------------------------
+
+def machineLimits(side, repeat):
+    n = 2048
+    if side.backend == "cuda":
+        from minidl.backend.cuda import cublas
+        from minidl.backend.cuda.compiler import ptr
+        import pycuda.driver as drv
+        a = gpuarray.to_gpu(np.random.rand(n, n).astype(np.float32))
+        c = gpuarray.empty((n, n), np.float32)
+        gemm = lambda: cublas.gemm(False, False, n, n, n, 1.0, ptr(a), n, ptr(a), n, 0.0, ptr(c), n)  # noqa: E731
+        big = gpuarray.empty((256 * 2 ** 20,), np.float32)
+        dst = gpuarray.empty((256 * 2 ** 20,), np.float32)
+        copy = lambda: drv.memcpy_dtod(dst.gpudata, big.gpudata, big.nbytes)  # noqa: E731
+        nbytes = big.nbytes
+    else:
+        a = np.random.rand(n, n).astype(np.float32)
+        c = np.empty((n, n), np.float32)
+        gemm = lambda: np.matmul(a, a, out=c)  # noqa: E731
+        big = np.random.rand(64 * 2 ** 20).astype(np.float32)
+        dst = np.empty_like(big)
+        copy = lambda: np.copyto(dst, big)  # noqa: E731
+        nbytes = big.nbytes
+    tg, _ = interleaved(gemm, side.syncMinidl, None, None, 1, repeat)
+    tc, _ = interleaved(copy, side.syncMinidl, None, None, 1, repeat)
+    return {"sgemm_gflops": 2 * n ** 3 / tg / 1e9, "copy_gbs": 2 * nbytes / tc / 1e9}
+
+
+# ---- conv cases -------------------------------------------------------------------------------
+
+def convWork(kwargs, shape):
+    """(forward FLOPs, forward bytes) of a conv case, for its fraction of the machine's limits."""
+    from minidl.shapes import conv2dOutShape, pair
+    out = conv2dOutShape(shape, kwargs["outmaps"], pair(kwargs["size"]), pair(kwargs.get("stride", 1)),
+                         pair(kwargs.get("pad", 0)), pair(kwargs.get("dilation", 1)))
+    g = kwargs.get("groups", 1)
+    k = pair(kwargs["size"])
+    flops = 2 * np.prod(out) * (shape[1] // g) * k[0] * k[1]
+    nbytes = 4 * (np.prod(shape) + np.prod(out))
+    return float(flops), float(nbytes)
+
+
+def runConvCase(side, name, kwargs, shape, args, limits):
+    from minidl.modules import Conv2D
+    np.random.seed(0)
+    conv = Conv2D(**kwargs, initscheme="gaussian")
+    conv.vars["b"].data.set(np.random.randn(1, conv.outmaps, 1, 1).astype(np.float32))
+    xh = np.random.randn(*shape).astype(np.float32)
+    x = gpuarray.to_gpu(xh)
+    y = conv(x)
+    dyh = np.random.randn(*y.shape).astype(np.float32)
+    dy = gpuarray.to_gpu(dyh)
+
+    def mForward():
+        conv(x)
+
+    def mTrain():
+        conv(x)
+        conv.backward(dy)
+
+    tFwd = tTrain = None
+    result = {"case": name, "algo": conv.algo}
+    if torch is not None:
+        tx = torch.tensor(xh, device=side.device, requires_grad=True)
+        tW = torch.tensor(conv.W.get(), device=side.device, requires_grad=True)
+        tb = torch.tensor(conv.b.get().ravel(), device=side.device, requires_grad=True)
+        tdy = torch.tensor(dyh, device=side.device)
+        h = dict(stride=conv.stride, padding=conv.pad, dilation=conv.dilation, groups=conv.groups)
+
+        # correctness first: a fast wrong path must not pass
+        conv.zeroGradParams()
+        conv(x)
+        conv.backward(dy)
+        ty = F.conv2d(tx, tW, tb, **h)
+        ty.backward(tdy)
+        errs = [relErr(conv.data.get(), ty.detach().cpu().numpy()), relErr(conv.grad.get(), tx.grad.cpu().numpy()),
+                relErr(conv.vars["W"].grad.get(), tW.grad.cpu().numpy())]
+        result["max_rel_error"] = max(errs)
+        if max(errs) > 1e-3:
+            raise SystemExit("%s: minidl disagrees with PyTorch (relative errors y, dx, dW: %s)" % (name, errs))
+
+        def tForward():
+            with torch.no_grad():
+                F.conv2d(tx, tW, tb, **h)
+
+        def tTrainStep():
+            tx.grad = tW.grad = tb.grad = None
+            F.conv2d(tx, tW, tb, **h).backward(tdy)
+
+        tFwd, tTrain = tForward, tTrainStep
+    fwd = interleaved(mForward, side.syncMinidl, tFwd, side.syncTorch, args.warmup, args.repeat)
+    train = interleaved(mTrain, side.syncMinidl, tTrain, side.syncTorch, args.warmup, args.repeat)
+    flops, nbytes = convWork(kwargs, shape)
+    depthwise = conv.algo == "depthwise"
+    for mode, (m, t), work in (("forward", fwd, (flops, nbytes)), ("fwd+bwd", train, (3 * flops, 3 * nbytes))):
+        frac = (work[1] / m / 1e9 / limits["copy_gbs"]) if depthwise else (work[0] / m / 1e9 / limits["sgemm_gflops"])
+        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t,
+                        "ratio": None if t is None else m / t,
+                        "limit_fraction": frac, "limit": "copy" if depthwise else "sgemm"}
+    return result
+
+
+def relErr(a, b):
+    return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
+
+
+# ---- MobileNet cases --------------------------------------------------------------------------
+
+def buildModels(kind, side, batch):
+    from minidl.models import loadMobileNetV1, loadMobileNetV2
+    np.random.seed(0)
+    loader = loadMobileNetV1 if kind == "v1" else loadMobileNetV2
+    net = loader(width=0.5, numClasses=10, smallInput=True, dropout=0)
+    tnet = None
+    if torch is not None:
+        from torchmirror import mirror
+        tnet, _ = mirror(net, torch.float32)
+        tnet = tnet.to(side.device)
+    x = np.random.rand(batch, 3, 32, 32).astype(np.float32)
+    labels = np.random.randint(0, 10, batch).astype(np.int32)
+    return net, tnet, x, labels
+
+
+def minidlStep(net, optimizer, cost, x, labels):
+    net(x)
+    cost(net.data, labels, queryError=False)
+    optimizer.zeroGradParams()
+    net.backward(cost.grad, updGrad=False)
+    optimizer.update()
+
+
+def runModelCase(side, name, kind, args):
+    from minidl.cost import CrossEntropy
+    from minidl.optimizers import MomentumSGD
+    batch = args.batch
+    net, tnet, xh, lh = buildModels(kind, side, batch)
+    x, labels = gpuarray.to_gpu(xh), gpuarray.to_gpu(lh)
+    opt = MomentumSGD(learnRate=0.01).setupOn(net)
+    cost = CrossEntropy()
+    result = {"case": name, "batch": batch}
+    tInfer = tTrain = None
+    if tnet is not None:
+        tx = torch.tensor(xh, device=side.device)
+        tl = torch.tensor(lh.astype(np.int64), device=side.device)
+        topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+        net.evalMode()
+        tnet.eval()
+        with torch.no_grad():
+            result["max_rel_error"] = relErr(net(x).get(), tnet(tx).cpu().numpy())
+        if result["max_rel_error"] > 1e-3:
+            raise SystemExit("%s: minidl disagrees with PyTorch (relative error %g)" % (name, result["max_rel_error"]))
+
+        def tInferFn():
+            with torch.no_grad():
+                tnet(tx)
+
+        def tTrainFn():
+            topt.zero_grad(set_to_none=False)
+            F.cross_entropy(tnet(tx), tl).backward()
+            topt.step()
+
+        tInfer, tTrain = tInferFn, tTrainFn
+    net.evalMode()
+    if tnet is not None:
+        tnet.eval()
+    infer = interleaved(lambda: net(x), side.syncMinidl, tInfer, side.syncTorch, args.warmup, args.repeat)
+    net.trainMode()
+    if tnet is not None:
+        tnet.train()
+    train = interleaved(lambda: minidlStep(net, opt, cost, x, labels), side.syncMinidl, tTrain, side.syncTorch,
+                        args.warmup, args.repeat)
+    for mode, (m, t) in (("inference", infer), ("train_step", train)):
+        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t,
+                        "ratio": None if t is None else m / t, "minidl_images_s": batch / m,
+                        "torch_images_s": None if t is None else batch / t}
+    result["peak_memory_mb"] = {who: memoryProbe(side, who, kind, batch) for who in
+                                (("minidl", "torch") if torch is not None else ("minidl",))}
+    mem = result["peak_memory_mb"]
+    result["memory_ratio"] = mem["minidl"] / mem["torch"] if "torch" in mem and mem["torch"] else None
+    return result
+
+
+def memoryProbe(side, who, kind, batch):
+    """Peak memory (MB) a training step adds, measured in a fresh process (host RSS on CPU, the
+    allocator's peak on the GPU)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", who, kind, "--backend", side.backend,
+           "--batch", str(batch), "--threads", _THREADS]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _rssMB():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def memoryProbeMain(who, kind, backend, batch):
+    B.setBackend(backend)
+    side = Side(backend)
+    net, tnet, xh, lh = buildModels(kind, side, batch)
+    if who == "minidl":
+        from minidl.cost import CrossEntropy
+        from minidl.optimizers import MomentumSGD
+        x, labels = gpuarray.to_gpu(xh), gpuarray.to_gpu(lh)
+        opt, cost = MomentumSGD(learnRate=0.01).setupOn(net), CrossEntropy()
+        step = lambda: minidlStep(net, opt, cost, x, labels)  # noqa: E731
+    else:
+        tx, tl = torch.tensor(xh, device=side.device), torch.tensor(lh.astype(np.int64), device=side.device)
+        topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            topt.zero_grad(set_to_none=False)
+            F.cross_entropy(tnet(tx), tl).backward()
+            topt.step()
+    if backend == "cuda":
+        import pycuda.driver as drv
+        side.syncMinidl()
+        before = drv.mem_get_info()[0]
+        step()
+        step()
+        side.syncMinidl()
+        side.syncTorch()
+        # both allocators keep what they took: free-memory drop after two steps is the step's peak footprint
+        print((before - drv.mem_get_info()[0]) / 2 ** 20)
+    else:
+        base = _rssMB()
+        step()
+        step()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+
+
+# ---- driver -----------------------------------------------------------------------------------
+
+def fmt(v, spec="%.2f"):
+    return "-" if v is None else spec % v
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
+    parser.add_argument("--threads", default=_THREADS, help="threads for both sides (default: all cores)")
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64, help="MobileNet batch size")
+    parser.add_argument("--cases", default="all", help="comma-separated case names or prefixes, or 'all'")
+    parser.add_argument("--json", default=None, help="write results here")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("WHO", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memoryProbeMain(args.memory_probe[0], args.memory_probe[1], args.backend, args.batch)
+        return
+
+    B.setBackend(args.backend)
+    side = Side(args.backend)
+    if torch is not None:
+        torch.set_num_threads(int(_THREADS))
+        if side.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+    wanted = None if args.cases == "all" else args.cases.split(",")
+    pick = lambda name: wanted is None or any(name.startswith(w) for w in wanted)  # noqa: E731
+
+    limits = machineLimits(side, args.repeat)
+    info = {"backend": args.backend, "threads": int(_THREADS), "python": platform.python_version(),
+            "numpy": np.__version__, "torch": None if torch is None else torch.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(), "limits": limits,
+            "tf32": None if side.device != "cuda" else "off on the PyTorch side; minidl uses plain fp32 sgemm",
+            "repeat": args.repeat, "warmup": args.warmup}
+    print("backend %s, %s thread(s), numpy %s, torch %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s"
+          % (args.backend, _THREADS, np.__version__, info["torch"], limits["sgemm_gflops"], limits["copy_gbs"]))
+    results = []
+    print("%-18s %-10s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
+                                                 "% limit"))
+    for name, _, kwargs, shape in CONV_CASES:
+        if not pick(name):
+            continue
+        r = runConvCase(side, name, kwargs, shape, args, limits)
+        results.append(r)
+        for mode in ("forward", "fwd+bwd"):
+            m = r[mode]
+            print("%-18s %-10s %-10s %10.2f %10s %7s %7.0f%% of %s" % (
+                name, r["algo"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
+                100 * m["limit_fraction"], m["limit"]), flush=True)
+    for name, kind in MODEL_CASES:
+        if not pick(name):
+            continue
+        r = runModelCase(side, name, kind, args)
+        results.append(r)
+        for mode in ("inference", "train_step"):
+            m = r[mode]
+            print("%-18s %-10s %-10s %10.2f %10s %7s   %.0f img/s (torch %s)" % (
+                name, "b%d" % r["batch"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
+                m["minidl_images_s"], fmt(m["torch_images_s"], "%.0f")), flush=True)
+        mem = r["peak_memory_mb"]
+        print("%-18s %-10s %-10s %10.1f %10s %7s   peak MB of a training step" % (
+            name, "", "memory", mem["minidl"], fmt(mem.get("torch"), "%.1f"), fmt(r["memory_ratio"])), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"info": info, "results": results}, f, indent=2)
+        print("wrote", args.json)
+
+
+if __name__ == "__main__":
+    main()
