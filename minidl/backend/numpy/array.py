@@ -6,7 +6,69 @@ plain ndarray views internally (no subclass overhead in the hot paths) and
 wrap their results with ``host()``.
 """
 
+import os
+import sys
+
 import numpy as np
+
+
+class Workspace:
+    """Reuses large host buffers between calls.
+
+    Fresh large allocations are expensive here: glibc hands big blocks straight
+    back to the OS on free, so every new output page-faults again (several
+    times the cost of the arithmetic for memory-bound layers). Op outputs of
+    POOL_MIN bytes or more come from here instead. A buffer is handed out again
+    only when nothing outside the pool references it: every array made from it
+    (views, reshapes, HostArray wrappers) holds its base alive, so the
+    reference count says when it is free. Training loops repeat the same shapes
+    every step, so after the first step nothing new is allocated. Free buffers
+    are dropped when the pool would exceed MINIDL_WORKSPACE_MB (default 8192).
+    """
+
+    POOL_MIN = 1 << 18
+
+    def __init__(self, limitBytes):
+        self.buckets = {}
+        self.limit = limitBytes
+        self.held = 0
+
+    @staticmethod
+    def _isFree(buf):
+        # references when free: the bucket list, the caller's loop variable, this parameter and
+        # getrefcount's argument; any array made from the buffer adds one
+        return sys.getrefcount(buf) <= 4
+
+    def empty(self, shape, dtype):
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes < self.POOL_MIN:
+            return np.empty(shape, dtype)
+        bucket = self.buckets.setdefault(nbytes, [])
+        for buf in bucket:
+            if self._isFree(buf):
+                return buf.view(dtype).reshape(shape)
+        if self.held + nbytes > self.limit:
+            self.release()
+        buf = np.empty(nbytes, np.uint8)
+        self.buckets.setdefault(nbytes, []).append(buf)
+        self.held += nbytes
+        return buf.view(dtype).reshape(shape)
+
+    def release(self):
+        """Drop every buffer that is not in use."""
+        for nbytes, bucket in list(self.buckets.items()):
+            keep = [buf for buf in bucket if not self._isFree(buf)]
+            self.held -= nbytes * (len(bucket) - len(keep))
+            self.buckets[nbytes] = keep
+
+
+workspace = Workspace(int(os.environ.get("MINIDL_WORKSPACE_MB", "8192")) << 20)
+
+
+def new(shape, dtype=np.float32):
+    """An uninitialised plain ndarray for an op's output, from the workspace."""
+    return workspace.empty(shape, dtype)
 
 
 class HostArray(np.ndarray):

@@ -11,8 +11,21 @@ matmul over the whole batch with no im2col at all.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from minidl.backend.numpy.array import host
+from minidl.backend.numpy import accel
+from minidl.backend.numpy.array import host, new
 from minidl.shapes import windowOutSize
+
+_EMPTY = np.empty(0, dtype=np.float32)
+
+
+def dense(a):
+    """A C-contiguous plain ndarray view of a (copied only when it is not contiguous)."""
+    return np.ascontiguousarray(np.asarray(a))
+
+
+def flatOrEmpty(a):
+    """A bias or its gradient as a flat array the kernels can test for size 0 (None -> empty)."""
+    return _EMPTY if a is None else np.asarray(a).reshape(-1)
 
 
 def padded(x, pad, value=0.0):
@@ -64,14 +77,24 @@ def accBiasGrad(bgrad, dy):
         bgrad += np.asarray(dy).sum(axis=axes, dtype=np.float32).reshape(bgrad.shape)
 
 
+def im2col(x, size, stride, pad, dilation, outsize):
+    """(N, C*kh*kw, Ho*Wo) columns of x, row (c, i, j) holding what tap (i, j) of channel c reads."""
+    n, c = x.shape[:2]
+    (kh, kw), (ho, wo) = size, outsize
+    if accel.enabled:
+        cols = new((n, c * kh * kw, ho * wo))
+        accel.im2col(dense(x), cols, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], ho, wo)
+        return cols
+    return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
+
+
 def conv2d(x, W, b, stride, pad, dilation, groups):
     n, c = x.shape[:2]
     o, cg, kh, kw = W.shape
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
     k = cg * kh * kw
-    win = windows(padded(x, pad), (kh, kw), stride, dilation, (ho, wo))
-    cols = win.reshape(n, groups, k, ho * wo)                      # (N, G, Cg*kh*kw, L): one copy
-    y = np.matmul(np.asarray(W).reshape(groups, o // groups, k), cols)  # (N, G, O/G, L)
+    cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, ho * wo)  # (N, G, K, L)
+    y = np.matmul(np.asarray(W).reshape(groups, o // groups, k), cols, out=new((n, groups, o // groups, ho * wo)))
     y = y.reshape(n, o, ho, wo)
     addBias(y, b)
     return host(y)
@@ -83,7 +106,12 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     ho, wo = dy.shape[2:]
     k = cg * kh * kw
     wt = np.asarray(W).reshape(groups, o // groups, k).transpose(0, 2, 1)   # (G, K, O/G)
-    dcols = np.matmul(wt, np.asarray(dy).reshape(n, groups, o // groups, ho * wo))  # (N, G, K, L)
+    dcols = np.matmul(wt, np.asarray(dy).reshape(n, groups, o // groups, ho * wo), out=new((n, groups, k, ho * wo)))
+    if accel.enabled:
+        dx = new(tuple(inshape))
+        accel.col2im(dcols.reshape(n, c * kh * kw, ho * wo), dx, kh, kw, stride[0], stride[1], pad[0], pad[1],
+                     dilation[0], dilation[1], ho, wo)
+        return host(dx)
     dcols = dcols.reshape(n, c, kh, kw, ho, wo)
     dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=np.float32)
     for i in range(kh):
@@ -98,18 +126,17 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     o, cg, kh, kw = wgrad.shape
     ho, wo = dy.shape[2:]
     og, k, l = o // groups, cg * kh * kw, ho * wo
-    win = windows(padded(x, pad), (kh, kw), stride, dilation, (ho, wo))
-    # (N, G, Cg, kh, kw, Ho, Wo) -> (G, N, Ho, Wo, Cg, kh, kw) -> (G, N*L, K): one copy
-    cols = win.reshape(n, groups, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4).reshape(groups, n * l, k)
-    dyg = np.asarray(dy).reshape(n, groups, og, l).transpose(1, 2, 0, 3).reshape(groups, og, n * l)  # (G, O/G, N*L)
-    wgrad += np.matmul(dyg, cols).reshape(wgrad.shape)
+    cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, l)        # (N, G, K, L)
+    # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
+    dw = np.matmul(np.asarray(dy).reshape(n, groups, og, l), cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    wgrad += dw.reshape(wgrad.shape)
     accBiasGrad(bgrad, dy)
 
 
 def pointwiseConv2d(x, W, b):
     n, c, h, w = x.shape
     o = W.shape[0]
-    y = np.matmul(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w))  # (N, O, H*W)
+    y = np.matmul(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), out=new((n, o, h * w)))
     y = y.reshape(n, o, h, w)
     addBias(y, b)
     return host(y)
@@ -118,7 +145,7 @@ def pointwiseConv2d(x, W, b):
 def pointwiseConv2dBackwardData(dy, W):
     n, o, h, w = dy.shape
     c = W.shape[1]
-    dx = np.matmul(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w))  # (N, C, H*W)
+    dx = np.matmul(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), out=new((n, c, h * w)))
     return host(dx.reshape(n, c, h, w))
 
 

@@ -1,15 +1,18 @@
 """Depthwise 2-D convolution on the NumPy backend: a direct path.
 
-No im2col and no loop over channels: each of the kh*kw kernel taps is one
-vectorised multiply-add over the whole (N, C, M, Ho, Wo) tensor, reading the
-strided tap view of the padded input. Weight layout (C*M, 1, kh, kw), output
-channel c*M + m from input channel c (channel multiplier M).
+No im2col and no loop over channels in Python. With numba (see accel.py)
+each (image, channel) plane is convolved directly while it sits in cache;
+without it each of the kh*kw kernel taps is one vectorised multiply-add over
+the whole (N, C, M, Ho, Wo) tensor, reading the strided tap view of the
+padded input. Weight layout (C*M, 1, kh, kw), output channel c*M + m from
+input channel c (channel multiplier M).
 """
 
 import numpy as np
 
-from minidl.backend.numpy.array import host
-from minidl.backend.numpy.conv import accBiasGrad, addBias, outSize, padded, tapSlice, unpadded
+from minidl.backend.numpy import accel
+from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.conv import accBiasGrad, addBias, dense, flatOrEmpty, outSize, padded, tapSlice, unpadded
 
 
 def _geometry(inshape, W):
@@ -19,10 +22,18 @@ def _geometry(inshape, W):
     return c, m, kh, kw
 
 
+def _hyper(stride, pad, dilation):
+    return stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1]
+
+
 def depthwiseConv2d(x, W, b, stride, pad, dilation):
     n = x.shape[0]
     c, m, kh, kw = _geometry(x.shape, W)
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
+    if accel.enabled:
+        y = new((n, c * m, ho, wo))
+        accel.depthwiseForward(dense(x), dense(W), flatOrEmpty(b), y, *_hyper(stride, pad, dilation))
+        return host(y)
     xp = padded(x, pad)
     w = np.asarray(W).reshape(c, m, kh, kw)
     y = np.zeros((n, c, m, ho, wo), dtype=np.float32)
@@ -42,6 +53,10 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     n, _, h, wd = inshape
     c, m, kh, kw = _geometry(inshape, W)
     ho, wo = dy.shape[2:]
+    if accel.enabled:
+        dx = new(tuple(inshape))
+        accel.depthwiseBackwardData(dense(dy), dense(W), dx, *_hyper(stride, pad, dilation))
+        return host(dx)
     w = np.asarray(W).reshape(c, m, kh, kw)
     dy5 = np.asarray(dy).reshape(n, c, m, ho, wo)
     dxp = np.zeros((n, c, h + 2 * pad[0], wd + 2 * pad[1]), dtype=np.float32)
@@ -59,6 +74,10 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     n = x.shape[0]
     c, m, kh, kw = _geometry(x.shape, wgrad)
     ho, wo = dy.shape[2:]
+    if accel.enabled:
+        accel.depthwiseBackwardParams(dense(x), dense(dy), np.asarray(wgrad), flatOrEmpty(bgrad),
+                                      *_hyper(stride, pad, dilation))
+        return
     xp = padded(x, pad)
     dy5 = np.asarray(dy).reshape(n, c, m, ho, wo)
     dw = np.asarray(wgrad).reshape(c, m, kh, kw)   # a view: accumulate straight into wgrad

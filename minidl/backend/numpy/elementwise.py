@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from minidl.backend.numpy.array import host
+from minidl.backend.numpy import accel
+from minidl.backend.numpy.array import host, new
 
 ACTIVATIONS = ("relu", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus")
 
@@ -17,8 +18,16 @@ def _sigmoid(x):
     return out
 
 
+def _clipBounds(kind, alpha, beta):
+    return (np.float32(0), np.float32(np.inf)) if kind == "relu" else (np.float32(alpha), np.float32(beta))
+
+
 def activation(x, kind, alpha, beta):
     x = np.asarray(x)
+    if accel.enabled and kind in ("relu", "clip"):
+        y = new(x.shape)
+        accel.clipForward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipBounds(kind, alpha, beta))
+        return host(y)
     if kind == "relu":
         y = np.maximum(x, 0)
     elif kind == "clip":
@@ -40,6 +49,11 @@ def activation(x, kind, alpha, beta):
 
 def activationBackward(x, y, dy, kind, alpha, beta):
     x, y, dy = np.asarray(x), np.asarray(y), np.asarray(dy)
+    if accel.enabled and kind in ("relu", "clip"):
+        dx = new(x.shape)
+        accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
+                           *_clipBounds(kind, alpha, beta))
+        return host(dx)
     if kind == "relu":
         dx = dy * (x > 0)
     elif kind == "clip":

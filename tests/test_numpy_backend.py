@@ -1,0 +1,126 @@
+"""NumPy-backend internals: the workspace pool and the numba kernels against the NumPy paths."""
+
+import numpy as np
+import pytest
+
+import minidl.backend.numpy as nb
+from gradcheck import assertClose
+from minidl.backend.numpy import accel
+from minidl.backend.numpy.array import Workspace
+
+
+def test_workspace_reuses_only_free_buffers():
+    ws = Workspace(1 << 30)
+    a = ws.empty((512, 256), np.float32)
+    view = a.reshape(-1)[10:]
+    del a
+    b = ws.empty((512, 256), np.float32)
+    assert not np.shares_memory(b, view), "a buffer with a live view must not be handed out again"
+    del view
+    c = ws.empty((256, 512), np.float32)
+    assert c.shape == (256, 512)
+    assert ws.held == 2 * 512 * 256 * 4
+    del b, c
+    d = ws.empty((512, 256), np.float32)
+    assert ws.held == 2 * 512 * 256 * 4, "freed buffers are reused, not reallocated"
+    small = ws.empty((4, 4), np.float32)
+    assert small.shape == (4, 4) and ws.held == 2 * 512 * 256 * 4, "small arrays bypass the pool"
+    del d
+    ws.release()
+    assert ws.held == 0
+
+
+def test_workspace_limit_releases_free_buffers():
+    ws = Workspace(3 * (1 << 20))
+    a = ws.empty((1 << 18,), np.float32)    # 1 MiB, in use
+    ws.empty((1 << 18,), np.int32)          # 1 MiB, freed at once
+    ws.empty((2 << 18,), np.float32)        # 2 MiB: over the limit, so the free 1 MiB goes first
+    assert ws.held == 3 * (1 << 20) and a.shape == (1 << 18,)
+
+
+CONV_CASES = [
+    ("dw", (2, 4, 7, 6), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ("dw_x3_s2_d2", (2, 3, 9, 8), (9, 1, 3, 3), (2, 2), (2, 1), (2, 2)),
+    ("dw_5x3_hw", (1, 2, 8, 9), (4, 1, 5, 3), (2, 1), (0, 2), (1, 3)),
+]
+
+
+@pytest.fixture
+def numbaAndNumpy(monkeypatch):
+    """Run a function with the numba kernels and again with the NumPy paths."""
+    if not accel.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0): the NumPy paths are the only ones")
+
+    def both(fn):
+        fast = fn()
+        monkeypatch.setattr(accel, "enabled", False)
+        slow = fn()
+        monkeypatch.setattr(accel, "enabled", True)
+        return fast, slow
+    return both
+
+
+def _copy(r):
+    return [np.array(v) for v in r] if isinstance(r, tuple) else np.array(r)
+
+
+@pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, name, xs, ws, stride, pad, dil):
+    x = np.random.randn(*xs).astype(np.float32)
+    W = np.random.randn(*ws).astype(np.float32)
+    b = np.random.randn(1, ws[0], 1, 1).astype(np.float32)
+    yf, ys = numbaAndNumpy(lambda: _copy(nb.depthwiseConv2d(x, W, b, stride, pad, dil)))
+    assertClose(yf, ys, 1e-5, 1e-5, "forward")
+    dy = np.random.randn(*yf.shape).astype(np.float32)
+    df, ds = numbaAndNumpy(lambda: _copy(nb.depthwiseConv2dBackwardData(dy, W, xs, stride, pad, dil)))
+    assertClose(df, ds, 1e-5, 1e-5, "backward data")
+
+    def params():
+        wg, bg = np.ones_like(W), np.ones_like(b)   # accumulation onto existing values
+        nb.depthwiseConv2dBackwardParams(x, dy, wg, bg, stride, pad, dil)
+        return wg, bg
+    (wf, bf), (wsl, bsl) = numbaAndNumpy(params)
+    assertClose(wf, wsl, 1e-5, 1e-4, "weight grad")
+    assertClose(bf, bsl, 1e-5, 1e-4, "bias grad")
+
+
+def test_im2col_conv_matches_numpy_path(numbaAndNumpy):
+    x = np.random.randn(2, 4, 7, 6).astype(np.float32)
+    W = np.random.randn(6, 2, 3, 2).astype(np.float32)
+    h = dict(stride=(2, 1), pad=(1, 2), dilation=(1, 2), groups=2)
+    yf, ys = numbaAndNumpy(lambda: _copy(nb.conv2d(x, W, None, **h)))
+    assertClose(yf, ys, 1e-5, 1e-5, "forward")
+    dy = np.random.randn(*yf.shape).astype(np.float32)
+    df, ds = numbaAndNumpy(lambda: _copy(nb.conv2dBackwardData(dy, W, x.shape, **h)))
+    assertClose(df, ds, 1e-5, 1e-5, "backward data")
+
+
+@pytest.mark.parametrize("useBatchStats", [True, False], ids=["train", "eval"])
+def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, useBatchStats):
+    x = (np.random.randn(4, 3, 5, 5) * 2 + 1).astype(np.float32)
+    scale = np.random.randn(1, 3, 1, 1).astype(np.float32)
+    bias = np.random.randn(1, 3, 1, 1).astype(np.float32)
+
+    def train():
+        rm, rv = np.zeros((1, 3, 1, 1), np.float32), np.ones((1, 3, 1, 1), np.float32)
+        y, m, v = nb.batchNormTrain(x, scale, bias, rm, rv, 1e-5, 0.3)
+        return np.array(y), np.array(m), np.array(v), rm, rv
+    for f, s in zip(*numbaAndNumpy(train)):
+        assertClose(f, s, 1e-5, 1e-5, "train outputs")
+    mean = np.random.randn(1, 3, 1, 1).astype(np.float32)
+    var = np.random.rand(1, 3, 1, 1).astype(np.float32) + 0.5
+    assertClose(*numbaAndNumpy(lambda: _copy(nb.batchNormEval(x, scale, bias, mean, var, 1e-5))), 1e-5, 1e-5, "eval")
+    dy = np.random.randn(*x.shape).astype(np.float32)
+    fast, slow = numbaAndNumpy(lambda: _copy(nb.batchNormBackward(x, dy, scale, mean, var, 1e-5, useBatchStats)))
+    for f, s, what in zip(fast, slow, ("dx", "dscale", "dbias")):
+        assertClose(f, s, 1e-4, 1e-4, what)
+
+
+@pytest.mark.parametrize("kind,alpha,beta", [("relu", 0.0, 0.0), ("clip", 0.0, 6.0), ("clip", -1.0, 0.5)])
+def test_clip_kernels_match_numpy_path(numbaAndNumpy, kind, alpha, beta):
+    x = (np.random.randn(3, 700) * 4).astype(np.float32)
+    yf, ys = numbaAndNumpy(lambda: _copy(nb.activation(x, kind, alpha, beta)))
+    assert np.array_equal(yf, ys)
+    dy = np.random.randn(*x.shape).astype(np.float32)
+    df, ds = numbaAndNumpy(lambda: _copy(nb.activationBackward(x, yf, dy, kind, alpha, beta)))
+    assert np.array_equal(df, ds)
