@@ -47,48 +47,56 @@ if enabled:
     # its own step-less slice (typed contiguous, so the loop vectorises); a stepped slice is typed
     # as any-layout. Together: 2-5x over bounds-checked loops on the arrays themselves.
 
-    @njit(cache=True, inline="always")
-    def _padPlane(src, ph, pw, hp, wp):
-        buf = np.zeros((hp, wp), dtype=np.float32)
-        h, wd = src.shape
-        buf[ph:ph + h, pw:pw + wd] = src
-        return buf
+    def numThreads():
+        return numba.get_num_threads()
 
+    def parallelChunks():
+        """How many parallel tasks to split plane loops into (a few per thread, for balance)."""
+        return 4 * numba.get_num_threads()
+
+    @njit(cache=True, inline="always")
+    def _chunk(t, chunks, total):
+        """The t-th of `chunks` near-equal ranges over [0, total): each parallel task reuses its scratch."""
+        return t * total // chunks, (t + 1) * total // chunks
 
     @njit(**_jit)
-    def depthwiseForward(x, w, b, y, sh, sw, ph, pw, dh, dw):
+    def depthwiseForward(x, w, b, y, sh, sw, ph, pw, dh, dw, chunks):
         n, c, h, wd = x.shape
         cm, _, kh, kw = w.shape
         m = cm // c
         ho, wo = y.shape[2], y.shape[3]
-        for p in prange(n * c):
-            i0 = p // c
-            ci = p - i0 * c
-            buf = _padPlane(x[i0, ci], ph, pw, h + 2 * ph, wd + 2 * pw)
+        chunks = min(n * c, chunks)
+        for t in prange(chunks):
+            buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)   # border stays zero
             acc = np.empty(wo, dtype=np.float32)
-            for mm in range(m):
-                co = ci * m + mm
-                out = y[i0, co]
-                bias = b[co] if b.shape[0] > 0 else np.float32(0.0)
-                for oy in range(ho):
-                    acc[:] = bias
-                    for i in range(kh):
-                        row = buf[oy * sh + i * dh]
-                        for j in range(kw):
-                            wv = w[co, 0, i, j]
-                            off = j * dw
-                            if sw == 1:
-                                unit = row[off:off + wo]
-                                for ox in range(wo):
-                                    acc[ox] += wv * unit[ox]
-                            else:
-                                strided = row[off:off + sw * (wo - 1) + 1:sw]
-                                for ox in range(wo):
-                                    acc[ox] += wv * strided[ox]
-                    out[oy, :] = acc
+            lo, hi = _chunk(t, chunks, n * c)
+            for p in range(lo, hi):
+                i0 = p // c
+                ci = p - i0 * c
+                buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
+                for mm in range(m):
+                    co = ci * m + mm
+                    out = y[i0, co]
+                    bias = b[co] if b.shape[0] > 0 else np.float32(0.0)
+                    for oy in range(ho):
+                        acc[:] = bias
+                        for i in range(kh):
+                            row = buf[oy * sh + i * dh]
+                            for j in range(kw):
+                                wv = w[co, 0, i, j]
+                                off = j * dw
+                                if sw == 1:
+                                    unit = row[off:off + wo]
+                                    for ox in range(wo):
+                                        acc[ox] += wv * unit[ox]
+                                else:
+                                    strided = row[off:off + sw * (wo - 1) + 1:sw]
+                                    for ox in range(wo):
+                                        acc[ox] += wv * strided[ox]
+                        out[oy, :] = acc
 
     @njit(**_jit)
-    def depthwiseBackwardData(dy, w, dx, sh, sw, ph, pw, dh, dw):
+    def depthwiseBackwardData(dy, w, dx, sh, sw, ph, pw, dh, dw, chunks):
         n, c, h, wd = dx.shape
         cm, _, kh, kw = w.shape
         m = cm // c
@@ -97,40 +105,49 @@ if enabled:
         # stride 1 with padding inside the kernel's extent (the usual case): gather, i.e. correlate
         # the padded output gradient with the flipped kernel; otherwise scatter into a padded plane
         gather = sh == 1 and sw == 1 and top >= 0 and left >= 0
-        for p in prange(n * c):
-            i0 = p // c
-            ci = p - i0 * c
+        chunks = min(n * c, chunks)
+        for t in prange(chunks):
+            lo, hi = _chunk(t, chunks, n * c)
             if gather:
-                acc = np.zeros((h, wd), dtype=np.float32)
-                for mm in range(m):
-                    co = ci * m + mm
-                    gp = _padPlane(dy[i0, co], top, left, h + (kh - 1) * dh, wd + (kw - 1) * dw)
-                    for iy in range(h):
-                        arow = acc[iy]
-                        for i in range(kh):
-                            row = gp[iy + (kh - 1 - i) * dh]
-                            for j in range(kw):
-                                wv = w[co, 0, i, j]
-                                off = (kw - 1 - j) * dw
-                                unit = row[off:off + wd]
-                                for ix in range(wd):
-                                    arow[ix] += wv * unit[ix]
-                dx[i0, ci] = acc
+                gp = np.zeros((h + (kh - 1) * dh, wd + (kw - 1) * dw), dtype=np.float32)  # border stays zero
+                acc = np.empty((h, wd), dtype=np.float32)
+                for p in range(lo, hi):
+                    i0 = p // c
+                    ci = p - i0 * c
+                    acc[:, :] = 0.0
+                    for mm in range(m):
+                        co = ci * m + mm
+                        gp[top:top + ho, left:left + wo] = dy[i0, co]
+                        for iy in range(h):
+                            arow = acc[iy]
+                            for i in range(kh):
+                                row = gp[iy + (kh - 1 - i) * dh]
+                                for j in range(kw):
+                                    wv = w[co, 0, i, j]
+                                    off = (kw - 1 - j) * dw
+                                    unit = row[off:off + wd]
+                                    for ix in range(wd):
+                                        arow[ix] += wv * unit[ix]
+                    dx[i0, ci] = acc
             else:
-                buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
-                for mm in range(m):
-                    co = ci * m + mm
-                    g = dy[i0, co]
-                    for oy in range(ho):
-                        grow = g[oy]
-                        for i in range(kh):
-                            row = buf[oy * sh + i * dh]
-                            for j in range(kw):
-                                wv = w[co, 0, i, j]
-                                strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                                for ox in range(wo):
-                                    strided[ox] += wv * grow[ox]
-                dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
+                buf = np.empty((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
+                for p in range(lo, hi):
+                    i0 = p // c
+                    ci = p - i0 * c
+                    buf[:, :] = 0.0
+                    for mm in range(m):
+                        co = ci * m + mm
+                        g = dy[i0, co]
+                        for oy in range(ho):
+                            grow = g[oy]
+                            for i in range(kh):
+                                row = buf[oy * sh + i * dh]
+                                for j in range(kw):
+                                    wv = w[co, 0, i, j]
+                                    strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                                    for ox in range(wo):
+                                        strided[ox] += wv * grow[ox]
+                    dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
     @njit(**_jit)
     def depthwiseBackwardParams(x, dy, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
@@ -140,31 +157,33 @@ if enabled:
         ho, wo = dy.shape[2], dy.shape[3]
         for co in prange(cm):
             ci = co // m
-            acc = np.zeros(kh * kw, dtype=np.float64)
+            # one vector accumulator per tap, reduced once at the end: the row loops are plain
+            # vectorised FMAs with no horizontal sum inside
+            vacc = np.zeros((kh * kw, wo), dtype=np.float32)
+            buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)   # border stays zero
             bacc = 0.0
             for i0 in range(n):
-                buf = _padPlane(x[i0, ci], ph, pw, h + 2 * ph, wd + 2 * pw)
+                buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
                 g = dy[i0, co]
-                for i in range(kh):
-                    for j in range(kw):
-                        s = np.float32(0.0)
-                        off = j * dw
-                        for oy in range(ho):
-                            grow = g[oy]
-                            row = buf[oy * sh + i * dh]
+                for oy in range(ho):
+                    grow = g[oy]
+                    for i in range(kh):
+                        row = buf[oy * sh + i * dh]
+                        for j in range(kw):
+                            va = vacc[i * kw + j]
+                            off = j * dw
                             if sw == 1:
                                 unit = row[off:off + wo]
                                 for ox in range(wo):
-                                    s += grow[ox] * unit[ox]
+                                    va[ox] += grow[ox] * unit[ox]
                             else:
                                 strided = row[off:off + sw * (wo - 1) + 1:sw]
                                 for ox in range(wo):
-                                    s += grow[ox] * strided[ox]
-                        acc[i * kw + j] += s
+                                    va[ox] += grow[ox] * strided[ox]
                 if bgrad.shape[0] > 0:
                     bacc += g.sum()
             for t in range(kh * kw):
-                wgrad[co, 0, t // kw, t % kw] += acc[t]
+                wgrad[co, 0, t // kw, t % kw] += vacc[t].sum()
             if bgrad.shape[0] > 0:
                 bgrad[co] += bacc
 

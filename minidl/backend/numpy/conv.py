@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from minidl.backend.numpy import accel
 from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.gemm import matmul
 from minidl.shapes import windowOutSize
 
 _EMPTY = np.empty(0, dtype=np.float32)
@@ -94,7 +95,7 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
     k = cg * kh * kw
     cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, ho * wo)  # (N, G, K, L)
-    y = np.matmul(np.asarray(W).reshape(groups, o // groups, k), cols, out=new((n, groups, o // groups, ho * wo)))
+    y = matmul(np.asarray(W).reshape(groups, o // groups, k), cols, new((n, groups, o // groups, ho * wo)))
     y = y.reshape(n, o, ho, wo)
     addBias(y, b)
     return host(y)
@@ -106,7 +107,7 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     ho, wo = dy.shape[2:]
     k = cg * kh * kw
     wt = np.asarray(W).reshape(groups, o // groups, k).transpose(0, 2, 1)   # (G, K, O/G)
-    dcols = np.matmul(wt, np.asarray(dy).reshape(n, groups, o // groups, ho * wo), out=new((n, groups, k, ho * wo)))
+    dcols = matmul(wt, np.asarray(dy).reshape(n, groups, o // groups, ho * wo), new((n, groups, k, ho * wo)))
     if accel.enabled:
         dx = new(tuple(inshape))
         accel.col2im(dcols.reshape(n, c * kh * kw, ho * wo), dx, kh, kw, stride[0], stride[1], pad[0], pad[1],
@@ -128,16 +129,21 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     og, k, l = o // groups, cg * kh * kw, ho * wo
     cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, l)        # (N, G, K, L)
     # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
-    dw = np.matmul(np.asarray(dy).reshape(n, groups, og, l), cols.transpose(0, 1, 3, 2)).sum(axis=0)
+    dw = matmul(np.asarray(dy).reshape(n, groups, og, l), cols.transpose(0, 1, 3, 2), new((n, groups, og, k))).sum(axis=0)
     wgrad += dw.reshape(wgrad.shape)
     accBiasGrad(bgrad, dy)
+
+
+def _mapMajor(a):
+    """(N, C, L) -> (C, N*L) copy."""
+    n, c, l = a.shape
+    return np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(c, n * l)
 
 
 def pointwiseConv2d(x, W, b):
     n, c, h, w = x.shape
     o = W.shape[0]
-    y = np.matmul(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), out=new((n, o, h * w)))
-    y = y.reshape(n, o, h, w)
+    y = matmul(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w))).reshape(n, o, h, w)
     addBias(y, b)
     return host(y)
 
@@ -145,14 +151,20 @@ def pointwiseConv2d(x, W, b):
 def pointwiseConv2dBackwardData(dy, W):
     n, o, h, w = dy.shape
     c = W.shape[1]
-    dx = np.matmul(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), out=new((n, c, h * w)))
+    dx = matmul(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), new((n, c, h * w)))
     return host(dx.reshape(n, c, h, w))
 
 
 def pointwiseConv2dBackwardParams(x, dy, wgrad, bgrad):
     n, c, h, w = x.shape
-    o = dy.shape[1]
-    # sum over batch and pixels: (O, N*L) @ (N*L, C) as one GEMM
-    dw = np.tensordot(np.asarray(dy).reshape(n, o, h * w), np.asarray(x).reshape(n, c, h * w), axes=([0, 2], [0, 2]))
+    o, l = dy.shape[1], h * w
+    dy3, x3 = np.asarray(dy).reshape(n, o, l), np.asarray(x).reshape(n, c, l)
+    if o * c > l * (o + c):
+        # the per-image (N, O, C) products would outweigh transposed copies of both operands
+        dw = matmul(_mapMajor(dy3), _mapMajor(x3).T, np.empty((o, c), dtype=np.float32))
+    else:
+        # per image dy (O x L) @ x^T (L x C), BLAS reading the transposed view in place, then a sum
+        # over the small (N, O, C) result
+        dw = matmul(dy3, x3.transpose(0, 2, 1), new((n, o, c))).sum(axis=0)
     wgrad += dw.reshape(wgrad.shape)
     accBiasGrad(bgrad, dy)

@@ -32,7 +32,8 @@ def depthwiseConv2d(x, W, b, stride, pad, dilation):
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
     if accel.enabled:
         y = new((n, c * m, ho, wo))
-        accel.depthwiseForward(dense(x), dense(W), flatOrEmpty(b), y, *_hyper(stride, pad, dilation))
+        accel.depthwiseForward(dense(x), dense(W), flatOrEmpty(b), y, *_hyper(stride, pad, dilation),
+                               accel.parallelChunks())
         return host(y)
     xp = padded(x, pad)
     w = np.asarray(W).reshape(c, m, kh, kw)
@@ -55,7 +56,7 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     ho, wo = dy.shape[2:]
     if accel.enabled:
         dx = new(tuple(inshape))
-        accel.depthwiseBackwardData(dense(dy), dense(W), dx, *_hyper(stride, pad, dilation))
+        accel.depthwiseBackwardData(dense(dy), dense(W), dx, *_hyper(stride, pad, dilation), accel.parallelChunks())
         return host(dx)
     w = np.asarray(W).reshape(c, m, kh, kw)
     dy5 = np.asarray(dy).reshape(n, c, m, ho, wo)
