@@ -65,10 +65,14 @@ if enabled:
         cm, _, kh, kw = w.shape
         m = cm // c
         ho, wo = y.shape[2], y.shape[3]
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        flat = sh == 1 and sw == 1
         chunks = min(n * c, chunks)
         for t in prange(chunks):
-            buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)   # border stays zero
-            acc = np.empty(wo, dtype=np.float32)
+            # one spare row: the flat form's last tap reads up to (kw - 1) * dw past the plane
+            store = np.zeros((hp + 1) * wp, dtype=np.float32)      # border stays zero
+            buf = store[:hp * wp].reshape(hp, wp)
+            acc = np.empty(ho * wp if flat else wo, dtype=np.float32)
             lo, hi = _chunk(t, chunks, n * c)
             for p in range(lo, hi):
                 i0 = p // c
@@ -78,22 +82,30 @@ if enabled:
                     co = ci * m + mm
                     out = y[i0, co]
                     bias = b[co] if b.shape[0] > 0 else np.float32(0.0)
-                    for oy in range(ho):
+                    if flat:
+                        # stride 1: each tap is one long contiguous loop over the padded-width grid;
+                        # the grid's last wp - wo columns are garbage and never copied out
                         acc[:] = bias
                         for i in range(kh):
-                            row = buf[oy * sh + i * dh]
                             for j in range(kw):
                                 wv = w[co, 0, i, j]
-                                off = j * dw
-                                if sw == 1:
-                                    unit = row[off:off + wo]
-                                    for ox in range(wo):
-                                        acc[ox] += wv * unit[ox]
-                                else:
-                                    strided = row[off:off + sw * (wo - 1) + 1:sw]
+                                off = i * dh * wp + j * dw
+                                tap = store[off:off + ho * wp]
+                                for q in range(ho * wp):
+                                    acc[q] += wv * tap[q]
+                        for oy in range(ho):
+                            out[oy, :] = acc[oy * wp:oy * wp + wo]
+                    else:
+                        for oy in range(ho):
+                            acc[:] = bias
+                            for i in range(kh):
+                                row = buf[oy * sh + i * dh]
+                                for j in range(kw):
+                                    wv = w[co, 0, i, j]
+                                    strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
                                     for ox in range(wo):
                                         acc[ox] += wv * strided[ox]
-                        out[oy, :] = acc
+                            out[oy, :] = acc
 
     @njit(**_jit)
     def depthwiseBackwardData(dy, w, dx, sh, sw, ph, pw, dh, dw, chunks):
@@ -109,26 +121,28 @@ if enabled:
         for t in prange(chunks):
             lo, hi = _chunk(t, chunks, n * c)
             if gather:
-                gp = np.zeros((h + (kh - 1) * dh, wd + (kw - 1) * dw), dtype=np.float32)  # border stays zero
-                acc = np.empty((h, wd), dtype=np.float32)
+                hg, wg = h + (kh - 1) * dh, wd + (kw - 1) * dw
+                store = np.zeros((hg + 1) * wg, dtype=np.float32)      # spare row; border stays zero
+                gp = store[:hg * wg].reshape(hg, wg)
+                acc = np.empty(h * wg, dtype=np.float32)
                 for p in range(lo, hi):
                     i0 = p // c
                     ci = p - i0 * c
-                    acc[:, :] = 0.0
+                    acc[:] = 0.0
                     for mm in range(m):
                         co = ci * m + mm
                         gp[top:top + ho, left:left + wo] = dy[i0, co]
-                        for iy in range(h):
-                            arow = acc[iy]
-                            for i in range(kh):
-                                row = gp[iy + (kh - 1 - i) * dh]
-                                for j in range(kw):
-                                    wv = w[co, 0, i, j]
-                                    off = (kw - 1 - j) * dw
-                                    unit = row[off:off + wd]
-                                    for ix in range(wd):
-                                        arow[ix] += wv * unit[ix]
-                    dx[i0, ci] = acc
+                        # flat form, as in the forward pass: one contiguous loop per tap
+                        for i in range(kh):
+                            for j in range(kw):
+                                wv = w[co, 0, i, j]
+                                off = (kh - 1 - i) * dh * wg + (kw - 1 - j) * dw
+                                tap = store[off:off + h * wg]
+                                for q in range(h * wg):
+                                    acc[q] += wv * tap[q]
+                    out = dx[i0, ci]
+                    for iy in range(h):
+                        out[iy, :] = acc[iy * wg:iy * wg + wd]
             else:
                 buf = np.empty((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
                 for p in range(lo, hi):
@@ -155,33 +169,47 @@ if enabled:
         cm, _, kh, kw = wgrad.shape
         m = cm // c
         ho, wo = dy.shape[2], dy.shape[3]
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        flat = sh == 1 and sw == 1
         for co in prange(cm):
             ci = co // m
-            # one vector accumulator per tap, reduced once at the end: the row loops are plain
-            # vectorised FMAs with no horizontal sum inside
-            vacc = np.zeros((kh * kw, wo), dtype=np.float32)
-            buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)   # border stays zero
+            store = np.zeros((hp + 1) * wp, dtype=np.float32)          # spare row; border stays zero
+            buf = store[:hp * wp].reshape(hp, wp)
             bacc = 0.0
-            for i0 in range(n):
-                buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
-                g = dy[i0, co]
-                for oy in range(ho):
-                    grow = g[oy]
+            if flat:
+                # dy laid on the padded-width grid (its extra columns stay zero), then one vector
+                # accumulator per tap over the whole grid, reduced once at the end
+                gstore = np.zeros(ho * wp, dtype=np.float32)
+                grid = gstore.reshape(ho, wp)
+                vacc = np.zeros((kh * kw, ho * wp), dtype=np.float32)
+                for i0 in range(n):
+                    buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
+                    grid[:, :wo] = dy[i0, co]
                     for i in range(kh):
-                        row = buf[oy * sh + i * dh]
                         for j in range(kw):
                             va = vacc[i * kw + j]
-                            off = j * dw
-                            if sw == 1:
-                                unit = row[off:off + wo]
-                                for ox in range(wo):
-                                    va[ox] += grow[ox] * unit[ox]
-                            else:
-                                strided = row[off:off + sw * (wo - 1) + 1:sw]
+                            off = i * dh * wp + j * dw
+                            tap = store[off:off + ho * wp]
+                            for q in range(ho * wp):
+                                va[q] += gstore[q] * tap[q]
+                    if bgrad.shape[0] > 0:
+                        bacc += gstore.sum()
+            else:
+                vacc = np.zeros((kh * kw, wo), dtype=np.float32)
+                for i0 in range(n):
+                    buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
+                    g = dy[i0, co]
+                    for oy in range(ho):
+                        grow = g[oy]
+                        for i in range(kh):
+                            row = buf[oy * sh + i * dh]
+                            for j in range(kw):
+                                va = vacc[i * kw + j]
+                                strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
                                 for ox in range(wo):
                                     va[ox] += grow[ox] * strided[ox]
-                if bgrad.shape[0] > 0:
-                    bacc += g.sum()
+                    if bgrad.shape[0] > 0:
+                        bacc += g.sum()
             for t in range(kh * kw):
                 wgrad[co, 0, t // kw, t % kw] += vacc[t].sum()
             if bgrad.shape[0] > 0:
