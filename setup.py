@@ -11,7 +11,9 @@ setup(
     install_requires=["numpy>=1.22", "h5py>=3.0"],
     extras_require={
         "cuda": ["pycuda>=2022.1"],
-        "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm"],
+        # compiled CPU kernels for the NumPy backend's hot ops (see minidl/backend/numpy/accel.py)
+        "fast": ["numba>=0.59", "threadpoolctl>=3"],
+        "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm", "numba>=0.59", "threadpoolctl>=3"],
         "digits": ["scikit-learn>=1.0"],
         "progress": ["tqdm"],
     },

@@ -7,7 +7,7 @@
 Each case is checked first (outputs and gradients equal to PyTorch's with identical
 weights), then timed as forward and as forward+backward (input and weight gradients):
 minidl and PyTorch alternate, run after run, and the median of --repeat runs after
---warmup is reported with the ratio minidl/PyTorch. Both sides get the same thread
+--warmup is reported with the median of the per-pair ratios minidl/PyTorch. Both sides get the same thread
 count (OMP, OpenBLAS, MKL, numba and torch.set_num_threads). The machine's SGEMM
 GFLOP/s and copy GB/s are measured in the same run and each case's fraction of the
 relevant one is printed. Without PyTorch, minidl's figures alone.
@@ -85,8 +85,14 @@ class Side:
             torch.cuda.synchronize()
 
 
+PAUSE = 0.05
+
+
 def timeIt(fn, sync):
     sync()
+    # each side's thread pools (OpenMP, OpenBLAS, numba) may spin for a while after a call; a short
+    # idle pause lets them park, so each timed run starts from a quiet machine whichever ran before
+    time.sleep(PAUSE)
     start = time.perf_counter()
     fn()
     sync()
@@ -94,7 +100,9 @@ def timeIt(fn, sync):
 
 
 def interleaved(fnA, syncA, fnB, syncB, warmup, repeat):
-    """Median seconds of fnA and fnB, run alternately after warm-up."""
+    """(median seconds of fnA, median of fnB, median of the per-pair ratios A/B), run alternately
+    after warm-up. The machine's speed drifts between runs; a pair run back to back sees nearly the
+    same machine, so the ratio is taken per pair."""
     for _ in range(warmup):
         fnA()
         if fnB:
@@ -104,7 +112,9 @@ def interleaved(fnA, syncA, fnB, syncB, warmup, repeat):
         a.append(timeIt(fnA, syncA))
         if fnB:
             b.append(timeIt(fnB, syncB))
-    return statistics.median(a), (statistics.median(b) if b else None)
+    if not b:
+        return statistics.median(a), None, None
+    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b))
 
 
 # ---- machine limits ---------------------------------------------------------------------------
@@ -130,8 +140,8 @@ def machineLimits(side, repeat):
         dst = np.empty_like(big)
         copy = lambda: np.copyto(dst, big)  # noqa: E731
         nbytes = big.nbytes
-    tg, _ = interleaved(gemm, side.syncMinidl, None, None, 1, repeat)
-    tc, _ = interleaved(copy, side.syncMinidl, None, None, 1, repeat)
+    tg = interleaved(gemm, side.syncMinidl, None, None, 1, repeat)[0]
+    tc = interleaved(copy, side.syncMinidl, None, None, 1, repeat)[0]
     return {"sgemm_gflops": 2 * n ** 3 / tg / 1e9, "copy_gbs": 2 * nbytes / tc / 1e9}
 
 
@@ -201,10 +211,9 @@ def runConvCase(side, name, kwargs, shape, args, limits):
     train = interleaved(mTrain, side.syncMinidl, tTrain, side.syncTorch, args.warmup, args.repeat)
     flops, nbytes = convWork(kwargs, shape)
     depthwise = conv.algo == "depthwise"
-    for mode, (m, t), work in (("forward", fwd, (flops, nbytes)), ("fwd+bwd", train, (3 * flops, 3 * nbytes))):
+    for mode, (m, t, ratio), work in (("forward", fwd, (flops, nbytes)), ("fwd+bwd", train, (3 * flops, 3 * nbytes))):
         frac = (work[1] / m / 1e9 / limits["copy_gbs"]) if depthwise else (work[0] / m / 1e9 / limits["sgemm_gflops"])
-        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t,
-                        "ratio": None if t is None else m / t,
+        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t, "ratio": ratio,
                         "limit_fraction": frac, "limit": "copy" if depthwise else "sgemm"}
     return result
 
@@ -278,9 +287,9 @@ def runModelCase(side, name, kind, args):
         tnet.train()
     train = interleaved(lambda: minidlStep(net, opt, cost, x, labels), side.syncMinidl, tTrain, side.syncTorch,
                         args.warmup, args.repeat)
-    for mode, (m, t) in (("inference", infer), ("train_step", train)):
+    for mode, (m, t, ratio) in (("inference", infer), ("train_step", train)):
         result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t,
-                        "ratio": None if t is None else m / t, "minidl_images_s": batch / m,
+                        "ratio": ratio, "minidl_images_s": batch / m,
                         "torch_images_s": None if t is None else batch / t}
     result["peak_memory_mb"] = {who: memoryProbe(side, who, kind, batch) for who in
                                 (("minidl", "torch") if torch is not None else ("minidl",))}

@@ -124,3 +124,21 @@ def test_clip_kernels_match_numpy_path(numbaAndNumpy, kind, alpha, beta):
     dy = np.random.randn(*x.shape).astype(np.float32)
     df, ds = numbaAndNumpy(lambda: _copy(nb.activationBackward(x, yf, dy, kind, alpha, beta)))
     assert np.array_equal(df, ds)
+
+
+def test_layer_suites_pass_on_the_pure_numpy_path():
+    """With numba off (MINIDL_NUMBA=0) every op takes its NumPy implementation; the conv and layer
+    suites must pass there too, against the same naive references."""
+    import os
+    import subprocess
+    import sys
+    if not accel.enabled:
+        pytest.skip("numba is not in use here, so the whole suite already ran on the NumPy paths")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MINIDL_NUMBA="0", MINIDL_BACKEND="numpy")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           os.path.join(root, "tests", "test_conv.py"), os.path.join(root, "tests", "test_layers.py"),
+                           os.path.join(root, "tests", "test_models.py")],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
