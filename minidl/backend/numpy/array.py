@@ -6,6 +6,7 @@ plain ndarray views internally (no subclass overhead in the hot paths) and
 wrap their results with ``host()``.
 """
 
+import math
 import os
 import sys
 
@@ -41,7 +42,7 @@ class Workspace:
 
     def empty(self, shape, dtype):
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < self.POOL_MIN:
             return np.empty(shape, dtype)
         bucket = self.buckets.setdefault(nbytes, [])
