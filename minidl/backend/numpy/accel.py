@@ -215,42 +215,63 @@ if enabled:
             if bgrad.shape[0] > 0:
                 bgrad[co] += bacc
 
-    @njit(**_jit)
-    def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-        """cols (N, C*kh*kw, Ho*Wo): row (c, i, j) holds the input pixels tap (i, j) of channel c reads."""
-        n, c, h, wd = x.shape
-        for p in prange(n * c):
-            i0 = p // c
-            ci = p - i0 * c
-            src = x[i0, ci]
-            for i in range(kh):
-                oy0, oy1 = _span(ho, h, sh, ph, i * dh)
-                for j in range(kw):
-                    ox0, ox1 = _span(wo, wd, sw, pw, j * dw)
-                    row = cols[i0, (ci * kh + i) * kw + j]
-                    row[:] = 0.0
-                    for oy in range(oy0, oy1):
-                        iy = oy * sh - ph + i * dh
-                        for ox in range(ox0, ox1):
-                            row[oy * wo + ox] = src[iy, ox * sw - pw + j * dw]
+    # im2col / col2im work on a private zero-padded copy of each plane (one scratch per parallel
+    # task) and move whole rows through pre-sliced views indexed by the bare loop variable, so no
+    # per-pixel bounds checks or possibly negative indices stop vectorisation
 
     @njit(**_jit)
-    def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, chunks):
+        """cols (N, C*kh*kw, Ho*Wo): row (c, i, j) holds the input pixels tap (i, j) of channel c reads."""
+        n, c, h, wd = x.shape
+        chunks = min(n * c, chunks)
+        for t in prange(chunks):
+            buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)    # border stays zero
+            lo, hi = _chunk(t, chunks, n * c)
+            for p in range(lo, hi):
+                i0 = p // c
+                ci = p - i0 * c
+                buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
+                for i in range(kh):
+                    for j in range(kw):
+                        row = cols[i0, (ci * kh + i) * kw + j]
+                        for oy in range(ho):
+                            dst = row[oy * wo:(oy + 1) * wo]
+                            src = buf[oy * sh + i * dh]
+                            if sw == 1:
+                                unit = src[j * dw:j * dw + wo]
+                                for ox in range(wo):
+                                    dst[ox] = unit[ox]
+                            else:
+                                strided = src[j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                                for ox in range(wo):
+                                    dst[ox] = strided[ox]
+
+    @njit(**_jit)
+    def col2im(cols, dx, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, chunks):
         n, c, h, wd = dx.shape
-        for p in prange(n * c):
-            i0 = p // c
-            ci = p - i0 * c
-            out = dx[i0, ci]
-            out[:, :] = 0.0
-            for i in range(kh):
-                oy0, oy1 = _span(ho, h, sh, ph, i * dh)
-                for j in range(kw):
-                    ox0, ox1 = _span(wo, wd, sw, pw, j * dw)
-                    row = cols[i0, (ci * kh + i) * kw + j]
-                    for oy in range(oy0, oy1):
-                        iy = oy * sh - ph + i * dh
-                        for ox in range(ox0, ox1):
-                            out[iy, ox * sw - pw + j * dw] += row[oy * wo + ox]
+        chunks = min(n * c, chunks)
+        for t in prange(chunks):
+            buf = np.empty((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
+            lo, hi = _chunk(t, chunks, n * c)
+            for p in range(lo, hi):
+                i0 = p // c
+                ci = p - i0 * c
+                buf[:, :] = 0.0
+                for i in range(kh):
+                    for j in range(kw):
+                        row = cols[i0, (ci * kh + i) * kw + j]
+                        for oy in range(ho):
+                            src = row[oy * wo:(oy + 1) * wo]
+                            dst = buf[oy * sh + i * dh]
+                            if sw == 1:
+                                unit = dst[j * dw:j * dw + wo]
+                                for ox in range(wo):
+                                    unit[ox] += src[ox]
+                            else:
+                                strided = dst[j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                                for ox in range(wo):
+                                    strided[ox] += src[ox]
+                dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
     @njit(**_jit)
     def channelMoments(x, mean, var):

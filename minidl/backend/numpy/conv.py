@@ -84,7 +84,8 @@ def im2col(x, size, stride, pad, dilation, outsize):
     (kh, kw), (ho, wo) = size, outsize
     if accel.enabled:
         cols = new((n, c * kh * kw, ho * wo))
-        accel.im2col(dense(x), cols, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], ho, wo)
+        accel.im2col(dense(x), cols, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], ho, wo,
+                     accel.parallelChunks())
         return cols
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
@@ -111,7 +112,7 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     if accel.enabled:
         dx = new(tuple(inshape))
         accel.col2im(dcols.reshape(n, c * kh * kw, ho * wo), dx, kh, kw, stride[0], stride[1], pad[0], pad[1],
-                     dilation[0], dilation[1], ho, wo)
+                     dilation[0], dilation[1], ho, wo, accel.parallelChunks())
         return host(dx)
     dcols = dcols.reshape(n, c, kh, kw, ho, wo)
     dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=np.float32)
