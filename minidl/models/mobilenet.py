@@ -43,6 +43,20 @@ def _head(net, maps, numClasses, dropout):
     net.append(Linear(maps, numClasses, name="fc"))
 
 
+def _stem(net, inmaps, maps, smallInput, act):
+    stem = Sequential("stem")
+    _convBN(stem, "conv", inmaps, maps, 3, 1 if smallInput else 2, act)
+    net.append(stem)
+
+
+def _blockStrides(strides, smallInput):
+    """The blocks' strides; the small-input variant keeps the first downsampling block at stride 1."""
+    strides = list(strides)
+    if smallInput and 2 in strides:
+        strides[strides.index(2)] = 1
+    return strides
+
+
 def _checkArgs(width, numClasses):
     if not width > 0:
         raise ValueError("width must be > 0, got %r" % (width,))
@@ -59,15 +73,10 @@ def loadMobileNetV1(width=1.0, numClasses=1000, smallInput=False, inmaps=3, drop
     """MobileNetV1: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
     _checkArgs(width, numClasses)
     net = Sequential(name)
-    stem = Sequential("stem")
     maps = int(32 * width)
-    _convBN(stem, "conv", inmaps, maps, 3, 1 if smallInput else 2, relu)
-    net.append(stem)
-    firstDown = True
-    for i, (out, stride) in enumerate(_V1_BLOCKS, 1):
-        if stride == 2 and firstDown:
-            firstDown = False
-            stride = 1 if smallInput else 2
+    _stem(net, inmaps, maps, smallInput, relu)
+    strides = _blockStrides([s for _, s in _V1_BLOCKS], smallInput)
+    for i, ((out, _), stride) in enumerate(zip(_V1_BLOCKS, strides), 1):
         out = int(out * width)
         block = Sequential("block%d" % i)
         _dwBN(block, "dw", maps, stride, relu)
@@ -109,21 +118,15 @@ def loadMobileNetV2(width=1.0, numClasses=1000, smallInput=False, inmaps=3, drop
     """MobileNetV2: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
     _checkArgs(width, numClasses)
     net = Sequential(name)
-    stem = Sequential("stem")
     maps = _divisible(32 * width)
-    _convBN(stem, "conv", inmaps, maps, 3, 1 if smallInput else 2, relu6)
-    net.append(stem)
-    index, firstDown = 0, True
-    for t, c, n, s in _V2_STAGES:
+    _stem(net, inmaps, maps, smallInput, relu6)
+    # one (expansion, output maps, stride) per block; a stage's first block carries its stride
+    blocks = [(t, c, s if r == 0 else 1) for t, c, n, s in _V2_STAGES for r in range(n)]
+    strides = _blockStrides([s for _, _, s in blocks], smallInput)
+    for index, ((t, c, _), stride) in enumerate(zip(blocks, strides), 1):
         out = _divisible(c * width)
-        for r in range(n):
-            stride = s if r == 0 else 1
-            if stride == 2 and firstDown:
-                firstDown = False
-                stride = 1 if smallInput else 2
-            index += 1
-            net.append(_invertedResidual("block%d" % index, maps, out, stride, t))
-            maps = out
+        net.append(_invertedResidual("block%d" % index, maps, out, stride, t))
+        maps = out
     last = _divisible(1280 * max(1.0, width))
     tail = Sequential("last")
     _convBN(tail, "conv", maps, last, 1, 1, relu6)
