@@ -6,7 +6,7 @@ setup(
     description="A small deep-learning framework with PuzzleLib's API: NumPy and PyCUDA backends, "
                 "depthwise-separable convolutions, h5py weights",
     packages=find_packages(include=["minidl", "minidl.*"]),
-    package_data={"minidl.backend.cuda": ["kernels/*.cu"]},
+    package_data={"minidl.backend.cuda": ["kernels/*.cu", "kernels/*.cuh"]},
     python_requires=">=3.9",
     install_requires=["numpy>=1.22", "h5py>=3.0"],
     extras_require={

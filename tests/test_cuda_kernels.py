@@ -29,7 +29,8 @@ def test_every_kernel_file_is_covered():
 @pytest.mark.parametrize("source,defines", VARIANTS,
                          ids=["%s%s" % (f, "".join("_%s%s" % kv for kv in sorted(d.items()))) for f, d in VARIANTS])
 def test_kernel_compiles_to_ptx(tmp_path, source, defines):
-    cmd = [NVCC, "--ptx", "-arch=sm_80", "-O3", "-o", str(tmp_path / "out.ptx"), os.path.join(KERNELS, source)]
+    cmd = [NVCC, "--ptx", "-arch=sm_80", "-O3", "-I", KERNELS, "-o", str(tmp_path / "out.ptx"),
+           os.path.join(KERNELS, source)]
     cmd += ["-D%s=%s" % kv for kv in defines.items()]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

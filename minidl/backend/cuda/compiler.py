@@ -27,7 +27,7 @@ def function(file, name, **defines):
             source = f.read()
         header = "".join("#define %s %s\n" % item for item in sorted(defines.items()))
         # the .cu files declare extern "C" themselves, so nvcc's PTX check compiles exactly this text
-        module = SourceModule(header + source, no_extern_c=True, options=["-O3"])
+        module = SourceModule(header + source, no_extern_c=True, options=["-O3"], include_dirs=[KERNELS])
         _modules[key] = module
     return module.get_function(name)
 

@@ -2,8 +2,7 @@
 // Reductions run one block per channel with a shared-memory tree (no atomics);
 // blockDim.x must be a power of two <= 1024.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 __device__ float blockSum(float v, float* part)
 {

@@ -5,8 +5,7 @@
 // col2im gathers instead of scattering: each input pixel sums the column entries
 // that read it, so no atomics are needed and the result is deterministic.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 
@@ -42,16 +41,12 @@ __global__ void col2im(const float* cols, float* dx, int N, int C, int H, int W,
         float s = 0.0f;
         for (int i = 0; i < KH; i++)
         {
-            int ty = iy + PH - i * DH;
-            if (ty < 0 || ty % SH) continue;
-            int oy = ty / SH;
-            if (oy >= HO) continue;
+            int oy = tapSource(iy, PH, i, DH, SH, HO);
+            if (oy < 0) continue;
             for (int j = 0; j < KW; j++)
             {
-                int tx = ix + PW - j * DW;
-                if (tx < 0 || tx % SW) continue;
-                int ox = tx / SW;
-                if (ox >= WO) continue;
+                int ox = tapSource(ix, PW, j, DW, SW, WO);
+                if (ox < 0) continue;
                 s += cols[((((n * C + c) * KH + i) * KW + j) * HO + oy) * WO + ox];
             }
         }

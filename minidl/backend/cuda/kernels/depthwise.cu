@@ -25,8 +25,7 @@
 #define M 1
 #endif
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 
@@ -78,17 +77,13 @@ __global__ void depthwiseBackwardData(const float* dy, const float* w, float* dx
         #pragma unroll
         for (int i = 0; i < KH; i++)
         {
-            int ty = iy + PH - i * DH;
-            if (ty < 0 || ty % SH) continue;
-            int oy = ty / SH;
-            if (oy >= HO) continue;
+            int oy = tapSource(iy, PH, i, DH, SH, HO);
+            if (oy < 0) continue;
             #pragma unroll
             for (int j = 0; j < KW; j++)
             {
-                int tx = ix + PW - j * DW;
-                if (tx < 0 || tx % SW) continue;
-                int ox = tx / SW;
-                if (ox >= WO) continue;
+                int ox = tapSource(ix, PW, j, DW, SW, WO);
+                if (ox < 0) continue;
                 #pragma unroll
                 for (int m = 0; m < M; m++)
                 {

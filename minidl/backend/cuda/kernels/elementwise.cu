@@ -2,8 +2,7 @@
 // reductions. Every kernel walks its range with a grid-stride loop, so any
 // launch configuration covers any size.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 

@@ -1,8 +1,7 @@
 // Optimizer update rules, fused elementwise and in place. Gradients are true
 // gradients of the loss; g = grad + wc * param folds in L2 weight decay.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 

@@ -1,8 +1,7 @@
 // Max and average 2-D pooling. Forward: one thread per output; backward: one
 // thread per input pixel gathering from the windows that contain it (no atomics).
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 
@@ -46,16 +45,12 @@ __global__ void maxPoolBackward(const float* dy, const int* indices, float* dx, 
         float s = 0.0f;
         for (int i = 0; i < KH; i++)
         {
-            int ty = iy + PH - i;
-            if (ty < 0 || ty % SH) continue;
-            int oy = ty / SH;
-            if (oy >= HO) continue;
+            int oy = tapSource(iy, PH, i, 1, SH, HO);
+            if (oy < 0) continue;
             for (int j = 0; j < KW; j++)
             {
-                int tx = ix + PW - j;
-                if (tx < 0 || tx % SW) continue;
-                int ox = tx / SW;
-                if (ox >= WO) continue;
+                int ox = tapSource(ix, PW, j, 1, SW, WO);
+                if (ox < 0) continue;
                 long long o = (nc * HO + oy) * WO + ox;
                 if (indices[o] == i * KW + j) s += dy[o];
             }
@@ -108,16 +103,12 @@ __global__ void avgPoolBackward(const float* dy, float* dx, int N, int C, int H,
         float s = 0.0f;
         for (int i = 0; i < KH; i++)
         {
-            int ty = iy + PH - i;
-            if (ty < 0 || ty % SH) continue;
-            int oy = ty / SH;
-            if (oy >= HO) continue;
+            int oy = tapSource(iy, PH, i, 1, SH, HO);
+            if (oy < 0) continue;
             for (int j = 0; j < KW; j++)
             {
-                int tx = ix + PW - j;
-                if (tx < 0 || tx % SW) continue;
-                int ox = tx / SW;
-                if (ox >= WO) continue;
+                int ox = tapSource(ix, PW, j, 1, SW, WO);
+                if (ox < 0) continue;
                 s += dy[(nc * HO + oy) * WO + ox] / poolDivisor(oy, ox, H, W, KH, KW, SH, SW, PH, PW, includePad);
             }
         }

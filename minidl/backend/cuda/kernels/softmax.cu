@@ -2,8 +2,7 @@
 // its per-row or per-element share of the batch mean into `part`; the host side
 // sums `part` on the device (pycuda's reduction), so nothing syncs.
 
-#define GRID_LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                             i += (long long)blockDim.x * gridDim.x)
+#include "common.cuh"
 
 extern "C" {
 
