@@ -22,16 +22,16 @@ class Cost:
         self.numSamples = 0
         self.error, self.grad = None, None
 
-    def error_(self, detail):
+    def inputError(self, detail):
         return ModuleError(type(self).__name__, [], detail)
 
     def checkInputs(self, pred, target):
         if pred.dtype != np.float32:
-            raise self.error_("expected pred of dtype float32, got %s" % pred.dtype)
+            raise self.inputError("expected pred of dtype float32, got %s" % pred.dtype)
         if target.dtype != self.targetDtype:
-            raise self.error_("expected target of dtype %s, got %s" % (np.dtype(self.targetDtype), target.dtype))
+            raise self.inputError("expected target of dtype %s, got %s" % (np.dtype(self.targetDtype), target.dtype))
         if tuple(pred.shape) != tuple(target.shape):
-            raise self.error_("expected target of shape %s (as pred), got %s" % (tuple(pred.shape), tuple(target.shape)))
+            raise self.inputError("expected target of shape %s (as pred), got %s" % (tuple(pred.shape), tuple(target.shape)))
 
     def _accumulate(self, value, weight, count):
         """accumErr += weight * value (on the device); count samples more."""

@@ -21,18 +21,18 @@ class CrossEntropy(Cost):
 
     def checkInputs(self, pred, target):
         if pred.dtype != np.float32:
-            raise self.error_("expected scores of dtype float32, got %s" % pred.dtype)
+            raise self.inputError("expected scores of dtype float32, got %s" % pred.dtype)
         if len(pred.shape) != 2:
-            raise self.error_("expected scores of shape (N, C), got %s" % (tuple(pred.shape),))
+            raise self.inputError("expected scores of shape (N, C), got %s" % (tuple(pred.shape),))
         if target.dtype != np.int32:
-            raise self.error_("expected int32 labels, got %s" % target.dtype)
+            raise self.inputError("expected int32 labels, got %s" % target.dtype)
         if tuple(target.shape) != (pred.shape[0],):
-            raise self.error_("expected labels of shape (%d,), got %s" % (pred.shape[0], tuple(target.shape)))
+            raise self.inputError("expected labels of shape (%d,), got %s" % (pred.shape[0], tuple(target.shape)))
         limit = pred.shape[1] if self.maxlabels is None else min(self.maxlabels, pred.shape[1])
         if backendName() == "numpy":  # a range check on the GPU would force a host sync every step
             labels = np.asarray(target)
             if labels.size and (labels.min() < 0 or labels.max() >= limit):
-                raise self.error_("expected labels in [0, %d), got values in [%d, %d]"
+                raise self.inputError("expected labels in [0, %d), got values in [%d, %d]"
                                   % (limit, labels.min(), labels.max()))
 
     def calcLoss(self, pred, target):
