@@ -16,7 +16,6 @@ import os
 
 from minidl.errors import BackendError
 
-_NAMES = ("numpy", "cuda")
 _current = None
 _currentName = None
 

@@ -32,13 +32,6 @@ if enabled and "NUMBA_THREADING_LAYER" not in os.environ:
 if enabled:
     _jit = dict(parallel=True, cache=True, fastmath=True, nogil=True)
 
-    @njit(cache=True, inline="always")
-    def _span(out, size, stride, pad, offset):
-        """Output positions o with 0 <= o*stride - pad + offset < size, as [lo, hi)."""
-        lo = max(0, -((offset - pad) // stride))
-        hi = min(out, (size - 1 + pad - offset) // stride + 1)
-        return lo, max(lo, hi)
-
     # The depthwise kernels copy each input plane into a private zero-padded scratch plane (or
     # accumulate into one), so the tap loops need no bounds checks and write only to memory the
     # compiler knows is private. Each tap's row is sliced once (r[off : off + sw*(wo - 1) + 1 : sw])

@@ -28,9 +28,9 @@ def _setup():
         if accel.enabled:
             try:
                 from threadpoolctl import ThreadpoolController
-                blas = [c for c in ThreadpoolController().lib_controllers
-                        if c.user_api == "blas" and "numpy" in c.filepath.replace("\\", "/")] or \
-                       [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+                allBlas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+                # numpy's own BLAS when it can be told apart (torch may load another)
+                blas = [c for c in allBlas if "numpy" in c.filepath.replace("\\", "/")] or allBlas
                 parts = accel.numThreads()
                 if blas and parts > 1:
                     split = (blas, ThreadPoolExecutor(parts - 1, thread_name_prefix="minidl-gemm"), parts)
