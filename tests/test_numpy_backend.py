@@ -42,6 +42,9 @@ CONV_CASES = [
     ("dw", (2, 4, 7, 6), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_x3_s2_d2", (2, 3, 9, 8), (9, 1, 3, 3), (2, 2), (2, 1), (2, 2)),
     ("dw_5x3_hw", (1, 2, 8, 9), (4, 1, 5, 3), (2, 1), (0, 2), (1, 3)),
+    # planes large enough that a channel splits into several blocks of images, the last one partial
+    ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
 ]
 
 

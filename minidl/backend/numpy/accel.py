@@ -32,13 +32,18 @@ if enabled and "NUMBA_THREADING_LAYER" not in os.environ:
 if enabled:
     _jit = dict(parallel=True, cache=True, fastmath=True, nogil=True)
 
-    # The depthwise kernels copy each input plane into a private zero-padded scratch plane (or
-    # accumulate into one), so the tap loops need no bounds checks and write only to memory the
-    # compiler knows is private. Each tap's row is sliced once (r[off : off + sw*(wo - 1) + 1 : sw])
-    # and indexed with the bare loop variable: an index like ox + off could be negative as far as
-    # numba knows, and its wraparound check on every element stops vectorisation. Stride 1 gets
-    # its own step-less slice (typed contiguous, so the loop vectorises); a stepped slice is typed
-    # as any-layout. Together: 2-5x over bounds-checked loops on the arrays themselves.
+    # The depthwise kernels work on a block of B images of one channel at a time, stacked into a
+    # private zero-padded "tall" scratch plane: the padding rows of each image separate it from the
+    # next, so one kernel tap is a single contiguous loop over the whole block (the "flat" form)
+    # with no bounds checks. Outputs computed across a seam between images, or in the padding
+    # columns, are garbage that is never copied out. B is chosen so a block holds ~BLOCK floats:
+    # small maps (4x4, 8x8) get long vector loops instead of a per-image overhead. Two numba
+    # details matter: an index like q + off could be negative as far as numba knows, and its
+    # wraparound check on every element stops vectorisation (so each tap's run is sliced first and
+    # indexed with the bare loop variable); and a step-sliced view is typed "any layout", so the
+    # strided forward pass keeps its own row-by-row code.
+
+    BLOCK = 4096
 
     def numThreads():
         return numba.get_num_threads()
@@ -52,6 +57,11 @@ if enabled:
         """The t-th of `chunks` near-equal ranges over [0, total): each parallel task reuses its scratch."""
         return t * total // chunks, (t + 1) * total // chunks
 
+    @njit(cache=True, inline="always")
+    def _blockImages(n, planeSize):
+        """Images per block of one channel (at least 1, at most n)."""
+        return max(1, min(n, BLOCK // planeSize))
+
     @njit(**_jit)
     def depthwiseForward(x, w, b, y, sh, sw, ph, pw, dh, dw, chunks):
         n, c, h, wd = x.shape
@@ -59,13 +69,43 @@ if enabled:
         m = cm // c
         ho, wo = y.shape[2], y.shape[3]
         hp, wp = h + 2 * ph, wd + 2 * pw
-        flat = sh == 1 and sw == 1
+        if sh == 1 and sw == 1:
+            bi = _blockImages(n, hp * wp)
+            nb = (n + bi - 1) // bi
+            chunks = min(c * nb, chunks)
+            for t in prange(chunks):
+                # one spare row: the last tap reads up to (kw - 1) * dw past the block
+                store = np.zeros((bi * hp + 1) * wp, dtype=np.float32)     # padding stays zero
+                tall = store[:bi * hp * wp].reshape(bi, hp, wp)
+                acc = np.empty(bi * hp * wp, dtype=np.float32)
+                lo, hi = _chunk(t, chunks, c * nb)
+                for item in range(lo, hi):
+                    ci = item // nb
+                    n0 = (item - ci * nb) * bi
+                    nbi = min(bi, n - n0)
+                    for k in range(nbi):
+                        tall[k, ph:ph + h, pw:pw + wd] = x[n0 + k, ci]
+                    span = ((nbi - 1) * hp + ho) * wp
+                    for mm in range(m):
+                        co = ci * m + mm
+                        acc[:span] = b[co] if b.shape[0] > 0 else np.float32(0.0)
+                        for i in range(kh):
+                            for j in range(kw):
+                                wv = w[co, 0, i, j]
+                                off = i * dh * wp + j * dw
+                                tap = store[off:off + span]
+                                for q in range(span):
+                                    acc[q] += wv * tap[q]
+                        for k in range(nbi):
+                            out = y[n0 + k, co]
+                            for oy in range(ho):
+                                base = (k * hp + oy) * wp
+                                out[oy, :] = acc[base:base + wo]
+            return
         chunks = min(n * c, chunks)
         for t in prange(chunks):
-            # one spare row: the flat form's last tap reads up to (kw - 1) * dw past the plane
-            store = np.zeros((hp + 1) * wp, dtype=np.float32)      # border stays zero
-            buf = store[:hp * wp].reshape(hp, wp)
-            acc = np.empty(ho * wp if flat else wo, dtype=np.float32)
+            buf = np.zeros((hp, wp), dtype=np.float32)      # border stays zero
+            acc = np.empty(wo, dtype=np.float32)
             lo, hi = _chunk(t, chunks, n * c)
             for p in range(lo, hi):
                 i0 = p // c
@@ -74,31 +114,16 @@ if enabled:
                 for mm in range(m):
                     co = ci * m + mm
                     out = y[i0, co]
-                    bias = b[co] if b.shape[0] > 0 else np.float32(0.0)
-                    if flat:
-                        # stride 1: each tap is one long contiguous loop over the padded-width grid;
-                        # the grid's last wp - wo columns are garbage and never copied out
-                        acc[:] = bias
+                    for oy in range(ho):
+                        acc[:] = b[co] if b.shape[0] > 0 else np.float32(0.0)
                         for i in range(kh):
+                            row = buf[oy * sh + i * dh]
                             for j in range(kw):
                                 wv = w[co, 0, i, j]
-                                off = i * dh * wp + j * dw
-                                tap = store[off:off + ho * wp]
-                                for q in range(ho * wp):
-                                    acc[q] += wv * tap[q]
-                        for oy in range(ho):
-                            out[oy, :] = acc[oy * wp:oy * wp + wo]
-                    else:
-                        for oy in range(ho):
-                            acc[:] = bias
-                            for i in range(kh):
-                                row = buf[oy * sh + i * dh]
-                                for j in range(kw):
-                                    wv = w[co, 0, i, j]
-                                    strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                                    for ox in range(wo):
-                                        acc[ox] += wv * strided[ox]
-                            out[oy, :] = acc
+                                strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
+                                for ox in range(wo):
+                                    acc[ox] += wv * strided[ox]
+                        out[oy, :] = acc
 
     @njit(**_jit)
     def depthwiseBackwardData(dy, w, dx, sh, sw, ph, pw, dh, dw, chunks):
@@ -107,104 +132,109 @@ if enabled:
         m = cm // c
         ho, wo = dy.shape[2], dy.shape[3]
         top, left = (kh - 1) * dh - ph, (kw - 1) * dw - pw
-        # stride 1 with padding inside the kernel's extent (the usual case): gather, i.e. correlate
-        # the padded output gradient with the flipped kernel; otherwise scatter into a padded plane
-        gather = sh == 1 and sw == 1 and top >= 0 and left >= 0
-        chunks = min(n * c, chunks)
-        for t in prange(chunks):
-            lo, hi = _chunk(t, chunks, n * c)
-            if gather:
-                hg, wg = h + (kh - 1) * dh, wd + (kw - 1) * dw
-                store = np.zeros((hg + 1) * wg, dtype=np.float32)      # spare row; border stays zero
-                gp = store[:hg * wg].reshape(hg, wg)
-                acc = np.empty(h * wg, dtype=np.float32)
-                for p in range(lo, hi):
-                    i0 = p // c
-                    ci = p - i0 * c
-                    acc[:] = 0.0
+        if top >= 0 and left >= 0:
+            # padding inside the kernel's extent (the usual case): gather, i.e. correlate the output
+            # gradient, laid on a zero grid (zero-stuffed between its pixels when strided), with
+            # the flipped kernel
+            hg, wg = h + (kh - 1) * dh, wd + (kw - 1) * dw
+            bi = _blockImages(n, hg * wg)
+            nb = (n + bi - 1) // bi
+            chunks = min(c * nb, chunks)
+            for t in prange(chunks):
+                store = np.zeros((bi * hg + 1) * wg, dtype=np.float32)     # spare row; the rest stays zero
+                tall = store[:bi * hg * wg].reshape(bi, hg, wg)
+                acc = np.empty(bi * hg * wg, dtype=np.float32)
+                lo, hi = _chunk(t, chunks, c * nb)
+                for item in range(lo, hi):
+                    ci = item // nb
+                    n0 = (item - ci * nb) * bi
+                    nbi = min(bi, n - n0)
+                    span = ((nbi - 1) * hg + h) * wg
+                    acc[:span] = 0.0
                     for mm in range(m):
                         co = ci * m + mm
-                        gp[top:top + ho, left:left + wo] = dy[i0, co]
-                        # flat form, as in the forward pass: one contiguous loop per tap
+                        for k in range(nbi):
+                            if sh == 1 and sw == 1:     # a step-less slice copies as vectors
+                                tall[k, top:top + ho, left:left + wo] = dy[n0 + k, co]
+                            else:
+                                tall[k, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] = dy[n0 + k, co]
                         for i in range(kh):
                             for j in range(kw):
                                 wv = w[co, 0, i, j]
                                 off = (kh - 1 - i) * dh * wg + (kw - 1 - j) * dw
-                                tap = store[off:off + h * wg]
-                                for q in range(h * wg):
+                                tap = store[off:off + span]
+                                for q in range(span):
                                     acc[q] += wv * tap[q]
-                    out = dx[i0, ci]
-                    for iy in range(h):
-                        out[iy, :] = acc[iy * wg:iy * wg + wd]
-            else:
-                buf = np.empty((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
-                for p in range(lo, hi):
-                    i0 = p // c
-                    ci = p - i0 * c
-                    buf[:, :] = 0.0
-                    for mm in range(m):
-                        co = ci * m + mm
-                        g = dy[i0, co]
-                        for oy in range(ho):
-                            grow = g[oy]
-                            for i in range(kh):
-                                row = buf[oy * sh + i * dh]
-                                for j in range(kw):
-                                    wv = w[co, 0, i, j]
-                                    strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
-                                    for ox in range(wo):
-                                        strided[ox] += wv * grow[ox]
-                    dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
-
-    @njit(**_jit)
-    def depthwiseBackwardParams(x, dy, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
-        n, c, h, wd = x.shape
-        cm, _, kh, kw = wgrad.shape
-        m = cm // c
-        ho, wo = dy.shape[2], dy.shape[3]
-        hp, wp = h + 2 * ph, wd + 2 * pw
-        flat = sh == 1 and sw == 1
-        for co in prange(cm):
-            ci = co // m
-            store = np.zeros((hp + 1) * wp, dtype=np.float32)          # spare row; border stays zero
-            buf = store[:hp * wp].reshape(hp, wp)
-            bacc = 0.0
-            if flat:
-                # dy laid on the padded-width grid (its extra columns stay zero), then one vector
-                # accumulator per tap over the whole grid, reduced once at the end
-                gstore = np.zeros(ho * wp, dtype=np.float32)
-                grid = gstore.reshape(ho, wp)
-                vacc = np.zeros((kh * kw, ho * wp), dtype=np.float32)
-                for i0 in range(n):
-                    buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
-                    grid[:, :wo] = dy[i0, co]
-                    for i in range(kh):
-                        for j in range(kw):
-                            va = vacc[i * kw + j]
-                            off = i * dh * wp + j * dw
-                            tap = store[off:off + ho * wp]
-                            for q in range(ho * wp):
-                                va[q] += gstore[q] * tap[q]
-                    if bgrad.shape[0] > 0:
-                        bacc += gstore.sum()
-            else:
-                vacc = np.zeros((kh * kw, wo), dtype=np.float32)
-                for i0 in range(n):
-                    buf[ph:ph + h, pw:pw + wd] = x[i0, ci]
+                    for k in range(nbi):
+                        out = dx[n0 + k, ci]
+                        for iy in range(h):
+                            base = (k * hg + iy) * wg
+                            out[iy, :] = acc[base:base + wd]
+            return
+        # padding wider than the kernel's reach: scatter into a padded plane
+        chunks = min(n * c, chunks)
+        for t in prange(chunks):
+            buf = np.empty((h + 2 * ph, wd + 2 * pw), dtype=np.float32)
+            lo, hi = _chunk(t, chunks, n * c)
+            for p in range(lo, hi):
+                i0 = p // c
+                ci = p - i0 * c
+                buf[:, :] = 0.0
+                for mm in range(m):
+                    co = ci * m + mm
                     g = dy[i0, co]
                     for oy in range(ho):
                         grow = g[oy]
                         for i in range(kh):
                             row = buf[oy * sh + i * dh]
                             for j in range(kw):
-                                va = vacc[i * kw + j]
+                                wv = w[co, 0, i, j]
                                 strided = row[j * dw:j * dw + sw * (wo - 1) + 1:sw]
                                 for ox in range(wo):
-                                    va[ox] += grow[ox] * strided[ox]
-                    if bgrad.shape[0] > 0:
-                        bacc += g.sum()
+                                    strided[ox] += wv * grow[ox]
+                dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
+
+    @njit(**_jit)
+    def depthwiseBackwardParams(x, dy, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
+        """wgrad[co, 0, i, j] += sum over images and outputs of dy * (the input tap (i, j) read);
+        dy is laid on a grid aligned with the padded input (zero-stuffed when strided), so each tap
+        is one dot product over the block."""
+        n, c, h, wd = x.shape
+        cm, _, kh, kw = wgrad.shape
+        m = cm // c
+        ho, wo = dy.shape[2], dy.shape[3]
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        bi = _blockImages(n, hp * wp)
+        for co in prange(cm):
+            ci = co // m
+            store = np.zeros((bi * hp + 1) * wp, dtype=np.float32)         # spare row; padding stays zero
+            tall = store[:bi * hp * wp].reshape(bi, hp, wp)
+            gstore = np.zeros(bi * hp * wp, dtype=np.float32)
+            grid = gstore.reshape(bi, hp, wp)
+            sums = np.zeros(kh * kw)
+            bacc = 0.0
+            for n0 in range(0, n, bi):
+                nbi = min(bi, n - n0)
+                for k in range(nbi):
+                    tall[k, ph:ph + h, pw:pw + wd] = x[n0 + k, ci]
+                    if sh == 1 and sw == 1:
+                        grid[k, :ho, :wo] = dy[n0 + k, co]
+                    else:
+                        grid[k, 0:sh * (ho - 1) + 1:sh, 0:sw * (wo - 1) + 1:sw] = dy[n0 + k, co]
+                span = ((nbi - 1) * hp + sh * (ho - 1) + 1) * wp
+                g = gstore[:span]
+                for i in range(kh):
+                    for j in range(kw):
+                        off = i * dh * wp + j * dw
+                        tap = store[off:off + span]
+                        part = np.float32(0.0)
+                        for q in range(span):
+                            part += g[q] * tap[q]
+                        sums[i * kw + j] += part
+                if bgrad.shape[0] > 0:
+                    bacc += g.sum()
             for t in range(kh * kw):
-                wgrad[co, 0, t // kw, t % kw] += vacc[t].sum()
+                wgrad[co, 0, t // kw, t % kw] += sums[t]
             if bgrad.shape[0] > 0:
                 bgrad[co] += bacc
 
@@ -266,10 +296,15 @@ if enabled:
                                     strided[ox] += src[ox]
                 dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
+    # Batch norm works channel by channel: one channel of a (N, C, L) tensor is N blocks of L floats
+    # (256 KB for 64 images of 32x32), so the statistics pass leaves it in the core's L2 cache and
+    # the pass that applies them reads it from there, not from main memory. Sums run in float64,
+    # where E[x^2] - mean^2 loses nothing unless mean/std exceeds ~1e6.
+
     @njit(**_jit)
-    def channelMoments(x, mean, var):
-        """Per-channel mean and biased variance of x (N, C, L) in one pass: sums of x and x^2 in
-        float64, where E[x^2] - mean^2 loses nothing unless mean/std exceeds ~1e6."""
+    def batchNormTrain(x, scale, bias, y, mean, var, epsilon):
+        """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
+        y[:, c, :] = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c]."""
         n, c, l = x.shape
         for ci in prange(c):
             s = 0.0
@@ -280,8 +315,14 @@ if enabled:
                     s += v
                     q += v * v
             mu = s / (n * l)
+            sigma2 = max(q / (n * l) - mu * mu, 0.0)
             mean[ci] = mu
-            var[ci] = max(q / (n * l) - mu * mu, 0.0)
+            var[ci] = sigma2
+            a = np.float32(scale[ci] / np.sqrt(np.float32(sigma2) + epsilon))
+            b = np.float32(bias[ci] - np.float32(mu) * a)
+            for i0 in range(n):
+                for k in range(l):
+                    y[i0, ci, k] = x[i0, ci, k] * a + b
 
     @njit(**_jit)
     def channelAffine(x, a, b, y):
@@ -295,31 +336,31 @@ if enabled:
                 y[i0, ci, k] = x[i0, ci, k] * av + bv
 
     @njit(**_jit)
-    def channelDyMoments(x, dy, mean, sdy, sdyx):
-        """Per channel: sum(dy) and sum(dy * (x - mean)), in float64."""
+    def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, dscale, dbias):
+        """Per channel c: dbias[c] = sum(dy), dscale[c] = sum(dy * xhat), then dx for the batch
+        statistics (useBatchStats) or for fixed ones, with xhat = (x - mean) * invStd."""
         n, c, l = x.shape
+        count = n * l
         for ci in prange(c):
+            mu = np.float64(mean[ci])
             s1 = 0.0
             s2 = 0.0
-            mu = mean[ci]
             for i0 in range(n):
                 for k in range(l):
                     g = dy[i0, ci, k]
                     s1 += g
                     s2 += g * (x[i0, ci, k] - mu)
-            sdy[ci] = s1
-            sdyx[ci] = s2
-
-    @njit(**_jit)
-    def channelAffine2(dy, x, k1, k2, k3, out):
-        """out[n, c, :] = dy * k1[c] + x * k2[c] + k3[c]."""
-        n, c, l = x.shape
-        for p in prange(n * c):
-            i0 = p // c
-            ci = p - i0 * c
-            a, b, d = k1[ci], k2[ci], k3[ci]
-            for k in range(l):
-                out[i0, ci, k] = dy[i0, ci, k] * a + x[i0, ci, k] * b + d
+            invStd = 1.0 / np.sqrt(np.float64(var[ci]) + epsilon)
+            a = scale[ci] * invStd
+            dbias[ci] = s1
+            dscale[ci] = s2 * invStd
+            # dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants
+            k2 = -a * invStd * invStd * s2 / count if useBatchStats else 0.0
+            k3 = -a * s1 / count - k2 * mu if useBatchStats else 0.0
+            a32, k2f, k3f = np.float32(a), np.float32(k2), np.float32(k3)
+            for i0 in range(n):
+                for k in range(l):
+                    dx[i0, ci, k] = dy[i0, ci, k] * a32 + x[i0, ci, k] * k2f + k3f
 
     @njit(**_jit)
     def clipForward(x, y, lo, hi):

@@ -46,8 +46,11 @@ class Workspace:
         if nbytes < self.POOL_MIN:
             return np.empty(shape, dtype)
         bucket = self.buckets.setdefault(nbytes, [])
-        for buf in bucket:
+        for k in range(len(bucket) - 1, -1, -1):
+            buf = bucket[k]
             if self._isFree(buf):
+                del bucket[k]
+                bucket.append(buf)
                 return buf.view(dtype).reshape(shape)
         if self.held + nbytes > self.limit:
             self.release()

@@ -22,33 +22,45 @@ def _affine(x, a, b):
     """y = x * a + b per channel, a and b of shape (1, C, 1, 1)."""
     if accel.enabled:
         y = new(x.shape)
-        accel.channelAffine(_planes(x), a.reshape(-1).astype(np.float32), b.reshape(-1).astype(np.float32),
-                            y.reshape(x.shape[0], x.shape[1], -1))
+        accel.channelAffine(_planes(x), _vec(a), _vec(b), y.reshape(x.shape[0], x.shape[1], -1))
         return y
     return np.asarray(x) * a + b
 
 
 def _moments(x):
-    """Per-channel mean and biased variance, each (1, C, 1, 1) float32."""
-    if accel.enabled:
-        c = x.shape[1]
-        mean, var = np.empty(c), np.empty(c)
-        accel.channelMoments(_planes(x), mean, var)
-        return mean.astype(np.float32).reshape(1, c, 1, 1), var.astype(np.float32).reshape(1, c, 1, 1)
+    """Per-channel mean and biased variance, each (1, C, 1, 1) float32 (the NumPy path)."""
     mean = np.asarray(x).mean(axis=_AXES, keepdims=True, dtype=np.float32)
     return mean, np.square(np.asarray(x) - mean).mean(axis=_AXES, keepdims=True, dtype=np.float32)
 
 
-def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    mean, var = _moments(x)
-    a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
-    y = _affine(x, a, np.asarray(bias) - mean * a)
+def _updateRunning(runMean, runVar, mean, var, count, factor):
     unbiased = var * np.float32(count / max(count - 1, 1))
     runMean *= np.float32(1.0 - factor)
     runMean += np.float32(factor) * mean
     runVar *= np.float32(1.0 - factor)
     runVar += np.float32(factor) * unbiased
+
+
+def _vec(a):
+    """A per-channel (1, C, 1, 1) array as a flat float32 vector for the kernels."""
+    return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
+
+
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+    n, c = x.shape[:2]
+    count = x.size // c
+    if accel.enabled:
+        y = new(x.shape)
+        mean64, var64 = np.empty(c), np.empty(c)
+        accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), y.reshape(n, c, -1), mean64, var64,
+                             np.float32(epsilon))
+        mean = mean64.astype(np.float32).reshape(1, c, 1, 1)
+        var = var64.astype(np.float32).reshape(1, c, 1, 1)
+    else:
+        mean, var = _moments(x)
+        a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
+        y = np.asarray(x) * a + (np.asarray(bias) - mean * a)
+    _updateRunning(runMean, runVar, mean, var, count, factor)
     return host(y), host(mean), host(var)
 
 
@@ -58,27 +70,16 @@ def batchNormEval(x, scale, bias, mean, var, epsilon):
 
 
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
+    n, c = x.shape[:2]
+    if accel.enabled:
+        dx = new(x.shape)
+        dscale, dbias = np.empty(c, np.float32), np.empty(c, np.float32)
+        accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
+                                bool(useBatchStats), dx.reshape(n, c, -1), dscale, dbias)
+        return host(dx), host(dscale.reshape(1, c, 1, 1)), host(dbias.reshape(1, c, 1, 1))
+    count = x.size // c
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd
-    count = x.shape[0] * x.shape[2] * x.shape[3]
-    if accel.enabled:
-        c = x.shape[1]
-        sdy, sdyx = np.empty(c), np.empty(c)
-        mean64 = np.asarray(mean, dtype=np.float64).reshape(-1)
-        accel.channelDyMoments(_planes(x), _planes(dy), mean64, sdy, sdyx)
-        dbias = sdy.astype(np.float32).reshape(1, c, 1, 1)
-        dscale = (sdyx.reshape(1, c, 1, 1) * invStd).astype(np.float32)
-        # dx = a*dy + k2*x + k3, the batch-statistics terms folded into per-channel constants
-        if useBatchStats:
-            k2 = -a * invStd * dscale / count
-            k3 = -a * dbias / count - k2 * np.asarray(mean)
-        else:
-            k2 = k3 = np.zeros_like(a)
-        dx = new(x.shape)
-        accel.channelAffine2(_planes(dy), _planes(x), a.reshape(-1).astype(np.float32),
-                             k2.reshape(-1).astype(np.float32), k3.reshape(-1).astype(np.float32),
-                             dx.reshape(x.shape[0], c, -1))
-        return host(dx), host(dscale), host(dbias)
     x, dy = np.asarray(x), np.asarray(dy)
     xhat = (x - np.asarray(mean)) * invStd
     dbias = dy.sum(axis=_AXES, keepdims=True, dtype=np.float32)
