@@ -30,6 +30,10 @@ def _threadsFromArgv():
 _THREADS = _threadsFromArgv()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = _THREADS
+# minidl asks for passive OpenMP waiting when it loads the runtime first (minidl/backend/numpy/accel.py);
+# import order must not decide what PyTorch gets, so both sides share this one setting (PyTorch's
+# training step measured the same with it as without, within noise)
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -349,6 +353,17 @@ def memoryProbeMain(who, kind, backend, batch):
 
 # ---- driver -----------------------------------------------------------------------------------
 
+def _numbaLayer():
+    """The threading layer numba's kernels run on, or None without numba."""
+    from minidl.backend.numpy import accel
+    if not accel.enabled:
+        return None
+    import numba
+    one = np.zeros(1, np.float32)
+    accel.clipForward(one, one, np.float32(0), np.float32(1))     # launches the threads if none ran yet
+    return numba.threading_layer()
+
+
 def fmt(v, spec="%.2f"):
     return "-" if v is None else spec % v
 
@@ -383,9 +398,11 @@ def main():
             "numpy": np.__version__, "torch": None if torch is None else torch.__version__,
             "machine": platform.machine(), "cpus": os.cpu_count(), "limits": limits,
             "tf32": None if side.device != "cuda" else "off on the PyTorch side; minidl uses plain fp32 sgemm",
-            "repeat": args.repeat, "warmup": args.warmup}
-    print("backend %s, %s thread(s), numpy %s, torch %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s"
-          % (args.backend, _THREADS, np.__version__, info["torch"], limits["sgemm_gflops"], limits["copy_gbs"]))
+            "repeat": args.repeat, "warmup": args.warmup, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "numba_threading_layer": _numbaLayer()}
+    print("backend %s, %s thread(s), numpy %s, torch %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s; OMP_WAIT_POLICY %s, "
+          "numba layer %s" % (args.backend, _THREADS, np.__version__, info["torch"], limits["sgemm_gflops"],
+                              limits["copy_gbs"], info["omp_wait_policy"], info["numba_threading_layer"]))
     results = []
     print("%-18s %-10s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
                                                  "% limit"))

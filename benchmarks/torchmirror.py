@@ -6,7 +6,6 @@ compares minidl's kernels with torch's on an identical network.
 
 from collections import OrderedDict
 
-import numpy as np
 import torch
 from torch import nn
 

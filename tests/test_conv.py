@@ -4,7 +4,7 @@ differences, the general path and (when installed) PyTorch."""
 import numpy as np
 import pytest
 
-from gradcheck import assertClose, checkGradients, maxRelError
+from gradcheck import assertClose, checkGradients
 from minidl.backend import gpuarray, ops
 from minidl.modules import Conv2D, DepthwiseConv2D, PointwiseConv2D, SeparableConv2D
 from reference import naiveConv2d, naiveDepthwise

@@ -1,5 +1,7 @@
 """NumPy-backend internals: the workspace pool and the numba kernels against the NumPy paths."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -132,7 +134,6 @@ def test_clip_kernels_match_numpy_path(numbaAndNumpy, kind, alpha, beta):
 def test_layer_suites_pass_on_the_pure_numpy_path():
     """With numba off (MINIDL_NUMBA=0) every op takes its NumPy implementation; the conv and layer
     suites must pass there too, against the same naive references."""
-    import os
     import subprocess
     import sys
     if not accel.enabled:
@@ -145,3 +146,21 @@ def test_layer_suites_pass_on_the_pure_numpy_path():
                           env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+@pytest.mark.parametrize("loaded,policy,layer,after", [
+    (False, None, "omp", "passive"),          # minidl loads OpenMP first: it asks for passive waiting
+    (False, "active", "workqueue", "active"),  # the user's choice stands; spinning threads: workqueue
+    (True, None, "workqueue", None),           # loaded by someone else with unknown policy: workqueue
+    (True, "PASSIVE", "omp", "PASSIVE"),
+])
+def test_threading_layer_choice(monkeypatch, loaded, policy, layer, after):
+    if not accel.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0)")
+    monkeypatch.setattr(accel, "_openmpLoaded", lambda: loaded)
+    if policy is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    else:
+        monkeypatch.setenv("OMP_WAIT_POLICY", policy)
+    assert accel._threadingLayer() == layer
+    assert os.environ.get("OMP_WAIT_POLICY") == after

@@ -55,7 +55,7 @@ def test_conv2d_page_examples(backend, name, kwargs, expected):
 
 
 def test_groups_example(backend):
-    batchsize, inmaps, h, w = 1, 16, 5, 5
+    inmaps = 16
     outmaps = 32
     assert Conv2D(inmaps, outmaps, size=2, initscheme="gaussian", groups=1).W.shape == (32, 16, 2, 2)
     assert Conv2D(inmaps, outmaps, size=2, initscheme="gaussian", groups=4).W.shape == (32, 4, 2, 2)

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from minidl.backend.numpy import accel
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.gemm import matmul
+from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul
 from minidl.shapes import windowOutSize
 
 _EMPTY = np.empty(0, dtype=np.float32)
@@ -135,16 +135,10 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     accBiasGrad(bgrad, dy)
 
 
-def _mapMajor(a):
-    """(N, C, L) -> (C, N*L) copy."""
-    n, c, l = a.shape
-    return np.ascontiguousarray(a.transpose(1, 0, 2)).reshape(c, n * l)
-
-
 def pointwiseConv2d(x, W, b):
     n, c, h, w = x.shape
     o = W.shape[0]
-    y = matmul(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w))).reshape(n, o, h, w)
+    y = batchLeft(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w))).reshape(n, o, h, w)
     addBias(y, b)
     return host(y)
 
@@ -152,20 +146,15 @@ def pointwiseConv2d(x, W, b):
 def pointwiseConv2dBackwardData(dy, W):
     n, o, h, w = dy.shape
     c = W.shape[1]
-    dx = matmul(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), new((n, c, h * w)))
+    dx = batchLeft(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), new((n, c, h * w)))
     return host(dx.reshape(n, c, h, w))
 
 
 def pointwiseConv2dBackwardParams(x, dy, wgrad, bgrad):
     n, c, h, w = x.shape
-    o, l = dy.shape[1], h * w
-    dy3, x3 = np.asarray(dy).reshape(n, o, l), np.asarray(x).reshape(n, c, l)
-    if o * c > l * (o + c):
-        # the per-image (N, O, C) products would outweigh transposed copies of both operands
-        dw = matmul(_mapMajor(dy3), _mapMajor(x3).T, np.empty((o, c), dtype=np.float32))
-    else:
-        # per image dy (O x L) @ x^T (L x C), BLAS reading the transposed view in place, then a sum
-        # over the small (N, O, C) result
-        dw = matmul(dy3, x3.transpose(0, 2, 1), new((n, o, c))).sum(axis=0)
+    o = dy.shape[1]
+    # dW (O, C) = sum over images of dy (O x L) @ x^T (L x C), the batch contracted in the GEMM
+    dw = batchGram(np.asarray(dy).reshape(n, o, h * w), np.asarray(x).reshape(n, c, h * w),
+                   np.empty((o, c), dtype=np.float32))
     wgrad += dw.reshape(wgrad.shape)
     accBiasGrad(bgrad, dy)

@@ -40,6 +40,25 @@ def _setup():
     return _state["split"]
 
 
+def _overBatch(n, piece):
+    """[piece(lo, hi) for near-equal ranges covering [0, n)], the ranges run on the GEMM threads with
+    numpy's BLAS pinned to one thread meanwhile; one range when the split does not apply."""
+    split = _setup()
+    if split is None or n < 2:
+        return [piece(0, n)]
+    blas, executor, parts = split
+    bounds = [n * k // parts for k in range(parts + 1)]
+    previous = [c.num_threads for c in blas]
+    for c in blas:
+        c.set_num_threads(1)
+    try:
+        futures = [executor.submit(piece, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        return [piece(0, bounds[1])] + [f.result() for f in futures]
+    finally:
+        for c, t in zip(blas, previous):
+            c.set_num_threads(t)
+
+
 def matmul(a, b, out):
     """out = a @ b; returns out.
 
@@ -48,27 +67,89 @@ def matmul(a, b, out):
     sliced with it.
     """
     a, b = np.asarray(a), np.asarray(b)
-    split = _setup()
-    n = out.shape[0]
-    if split is None or n < 2:
-        return np.matmul(a, b, out=out)
-    blas, executor, parts = split
     if out.ndim == 2:
         def piece(lo, hi):
             np.matmul(a[lo:hi], b, out=out[lo:hi])
     else:
         def piece(lo, hi):
             np.matmul(a[lo:hi] if a.ndim == out.ndim else a, b[lo:hi] if b.ndim == out.ndim else b, out=out[lo:hi])
-    bounds = [n * k // parts for k in range(parts + 1)]
-    previous = [c.num_threads for c in blas]
-    for c in blas:
-        c.set_num_threads(1)
-    try:
-        futures = [executor.submit(piece, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        piece(0, bounds[1])
-        for f in futures:
-            f.result()
-    finally:
-        for c, t in zip(blas, previous):
-            c.set_num_threads(t)
+    _overBatch(out.shape[0], piece)
+    return out
+
+
+# bytes of both operands' copies per chunk in batchGram: small enough to stay in a core's L2
+GRAM_CHUNK_BYTES = 1 << 20
+# maps of at least this many pixels are contracted image by image, straight from the operands
+DIRECT_MIN_L = 256
+
+
+def batchGram(a, b, out):
+    """out (M, P) = sum over n of a[n] @ b[n]^T, for a (N, M, L) and b (N, P, L); returns out.
+
+    The batch is contracted inside the GEMM rather than summed afterwards: each thread takes a
+    share of the images and, a few images at a time, copies them map-major ((M, k*L) and (P, k*L),
+    cache-sized) so one GEMM contracts over k*L at once, adding into its own partial sum. This
+    avoids both an (N, M, P) intermediate summed on one core and GEMMs with a short inner
+    dimension (L is 16 for a 4x4 map). Long maps skip the copies: one GEMM per image, read in place.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    n, m, l = a.shape
+    p = b.shape[1]
+    k = max(1, min(n, GRAM_CHUNK_BYTES // (4 * (m + p) * l)))
+
+    def direct(lo, hi):
+        acc = np.zeros((m, p), np.float32)
+        tmp = np.empty((m, p), np.float32)
+        for i in range(lo, hi):
+            np.matmul(a[i], b[i].T, out=tmp)
+            acc += tmp
+        return acc
+
+    def piece(lo, hi):
+        abuf = np.empty((m, k, l), np.float32)
+        bbuf = np.empty((p, k, l), np.float32)
+        acc = np.zeros((m, p), np.float32)
+        tmp = np.empty((m, p), np.float32)
+        for s in range(lo, hi, k):
+            e = min(hi, s + k)
+            np.copyto(abuf[:, :e - s], a[s:e].transpose(1, 0, 2))
+            np.copyto(bbuf[:, :e - s], b[s:e].transpose(1, 0, 2))
+            kl = (e - s) * l
+            np.matmul(abuf.reshape(m, k * l)[:, :kl], bbuf.reshape(p, k * l)[:, :kl].T, out=tmp)
+            acc += tmp
+        return acc
+
+    # a long map already gives each image's GEMM a long inner dimension: no copies needed
+    partials = _overBatch(n, direct if l >= DIRECT_MIN_L else piece)
+    np.copyto(out, partials[0])
+    for part in partials[1:]:
+        out += part
+    return out
+
+
+def batchLeft(w, x, out):
+    """out[n] = w @ x[n] for w (M, C), x (N, C, L), out (N, M, L); returns out.
+
+    Short maps are multiplied a few images at a time through map-major copies ((C, k*L) in,
+    (M, k*L) out, cache-sized), so each GEMM is k*L wide rather than L (16 for a 4x4 map), the
+    width a GEMM needs to run near its peak; long maps go straight to one GEMM per image.
+    """
+    w, x = np.asarray(w), np.asarray(x)
+    n, c, l = x.shape
+    m = w.shape[0]
+    if l >= DIRECT_MIN_L:
+        return matmul(w, x, out)
+    k = max(1, min(n, GRAM_CHUNK_BYTES // (4 * (m + c) * l)))
+
+    def piece(lo, hi):
+        xbuf = np.empty((c, k, l), np.float32)
+        ybuf = np.empty((m, k, l), np.float32)
+        for s in range(lo, hi, k):
+            e = min(hi, s + k)
+            kl = (e - s) * l
+            np.copyto(xbuf[:, :e - s], x[s:e].transpose(1, 0, 2))
+            np.matmul(w, xbuf.reshape(c, k * l)[:, :kl], out=ybuf.reshape(m, k * l)[:, :kl])
+            np.copyto(out[s:e].transpose(1, 0, 2), ybuf[:, :e - s])
+
+    _overBatch(n, piece)
     return out
