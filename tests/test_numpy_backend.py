@@ -164,3 +164,19 @@ def test_threading_layer_choice(monkeypatch, loaded, policy, layer, after):
         monkeypatch.setenv("OMP_WAIT_POLICY", policy)
     assert accel._threadingLayer() == layer
     assert os.environ.get("OMP_WAIT_POLICY") == after
+
+
+@pytest.mark.parametrize("l", [6, 300], ids=["chunked", "direct"])
+def test_batch_gemms_match_einsum(monkeypatch, l):
+    """batchGram / batchLeft against float64 einsum; a tiny chunk budget forces several chunks per
+    thread, the last one partial."""
+    from minidl.backend.numpy import gemm
+    monkeypatch.setattr(gemm, "CHUNK_BYTES", 4 * 12 * l * 3)    # 3 images per chunk: (5 + 7) rows of l
+    n, m, p = 11, 5, 7
+    a = np.random.randn(n, m, l).astype(np.float32)
+    b = np.random.randn(n, p, l).astype(np.float32)
+    gram = gemm.batchGram(a, b, np.empty((m, p), np.float32))
+    assertClose(gram, np.einsum("nml,npl->mp", a.astype(np.float64), b), 1e-4, 1e-4, "batchGram")
+    w = np.random.randn(p, m).astype(np.float32)
+    left = gemm.batchLeft(w, a, np.empty((n, p, l), np.float32))
+    assertClose(left, np.einsum("pm,nml->npl", w.astype(np.float64), a), 1e-4, 1e-4, "batchLeft")

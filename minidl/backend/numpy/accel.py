@@ -69,8 +69,9 @@ if enabled:
     # small maps (4x4, 8x8) get long vector loops instead of a per-image overhead. Two numba
     # details matter: an index like q + off could be negative as far as numba knows, and its
     # wraparound check on every element stops vectorisation (so each tap's run is sliced first and
-    # indexed with the bare loop variable); and a step-sliced view is typed "any layout", so the
-    # strided forward pass keeps its own row-by-row code.
+    # indexed with the bare loop variable); and a step-sliced view is typed "any layout", so its
+    # loops and copies go element by element (strided passes reuse the stride-1 loops instead,
+    # and only their copies in and out take steps).
 
     BLOCK = 4096
 
@@ -91,6 +92,23 @@ if enabled:
         """Images per block of one channel (at least 1, at most n)."""
         return max(1, min(n, BLOCK // planeSize))
 
+    @njit(cache=True, inline="always")
+    def _tallScratch(bi, rows, width):
+        """A zeroed flat store and its (bi, rows, width) view: one spare row at the end, since a
+        tap's contiguous run over the block reads up to (kw - 1) * dw past it."""
+        store = np.zeros((bi * rows + 1) * width, dtype=np.float32)
+        return store, store[:bi * rows * width].reshape(bi, rows, width)
+
+    @njit(cache=True, inline="always")
+    def _place(tall, k, top, left, sh, sw, src):
+        """tall[k, top + y*sh, left + x*sw] = src[y, x]; a step-less slice when both steps are 1, since
+        that copies as vectors."""
+        ho, wo = src.shape
+        if sh == 1 and sw == 1:
+            tall[k, top:top + ho, left:left + wo] = src
+        else:
+            tall[k, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] = src
+
     @njit(**_jit)
     def depthwiseForward(x, w, b, y, sh, sw, ph, pw, dh, dw, chunks):
         """The stride-1 correlation over a tall block, read out at the strided positions: a strided
@@ -105,9 +123,7 @@ if enabled:
         nb = (n + bi - 1) // bi
         chunks = min(c * nb, chunks)
         for t in prange(chunks):
-            # one spare row: the last tap reads up to (kw - 1) * dw past the block
-            store = np.zeros((bi * hp + 1) * wp, dtype=np.float32)     # padding stays zero
-            tall = store[:bi * hp * wp].reshape(bi, hp, wp)
+            store, tall = _tallScratch(bi, hp, wp)      # padding stays zero
             acc = np.empty(bi * hp * wp, dtype=np.float32)
             lo, hi = _chunk(t, chunks, c * nb)
             for item in range(lo, hi):
@@ -152,8 +168,7 @@ if enabled:
             nb = (n + bi - 1) // bi
             chunks = min(c * nb, chunks)
             for t in prange(chunks):
-                store = np.zeros((bi * hg + 1) * wg, dtype=np.float32)     # spare row; the rest stays zero
-                tall = store[:bi * hg * wg].reshape(bi, hg, wg)
+                store, tall = _tallScratch(bi, hg, wg)      # zero but where dy is placed
                 acc = np.empty(bi * hg * wg, dtype=np.float32)
                 lo, hi = _chunk(t, chunks, c * nb)
                 for item in range(lo, hi):
@@ -165,10 +180,7 @@ if enabled:
                     for mm in range(m):
                         co = ci * m + mm
                         for k in range(nbi):
-                            if sh == 1 and sw == 1:     # a step-less slice copies as vectors
-                                tall[k, top:top + ho, left:left + wo] = dy[n0 + k, co]
-                            else:
-                                tall[k, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] = dy[n0 + k, co]
+                            _place(tall, k, top, left, sh, sw, dy[n0 + k, co])
                         for i in range(kh):
                             for j in range(kw):
                                 wv = w[co, 0, i, j]
@@ -218,8 +230,7 @@ if enabled:
         bi = _blockImages(n, hp * wp)
         for co in prange(cm):
             ci = co // m
-            store = np.zeros((bi * hp + 1) * wp, dtype=np.float32)         # spare row; padding stays zero
-            tall = store[:bi * hp * wp].reshape(bi, hp, wp)
+            store, tall = _tallScratch(bi, hp, wp)      # padding stays zero
             gstore = np.zeros(bi * hp * wp, dtype=np.float32)
             grid = gstore.reshape(bi, hp, wp)
             sums = np.zeros(kh * kw)
@@ -228,10 +239,7 @@ if enabled:
                 nbi = min(bi, n - n0)
                 for k in range(nbi):
                     tall[k, ph:ph + h, pw:pw + wd] = x[n0 + k, ci]
-                    if sh == 1 and sw == 1:
-                        grid[k, :ho, :wo] = dy[n0 + k, co]
-                    else:
-                        grid[k, 0:sh * (ho - 1) + 1:sh, 0:sw * (wo - 1) + 1:sw] = dy[n0 + k, co]
+                    _place(grid, k, 0, 0, sh, sw, dy[n0 + k, co])
                 span = ((nbi - 1) * hp + sh * (ho - 1) + 1) * wp
                 g = gstore[:span]
                 for i in range(kh):

@@ -77,10 +77,23 @@ def matmul(a, b, out):
     return out
 
 
-# bytes of both operands' copies per chunk in batchGram: small enough to stay in a core's L2
-GRAM_CHUNK_BYTES = 1 << 20
-# maps of at least this many pixels are contracted image by image, straight from the operands
+# bytes of the map-major copies of one chunk of images: small enough to stay in a core's L2
+CHUNK_BYTES = 1 << 20
+# maps of at least this many pixels go image by image, straight from the operands
 DIRECT_MIN_L = 256
+
+
+def _imagesPerChunk(n, rows, l):
+    """Images per chunk when `rows` rows of l floats are copied per image (at least 1, at most n)."""
+    return max(1, min(n, CHUNK_BYTES // (4 * rows * l)))
+
+
+def _mapMajor(buf, images):
+    """Copy images (k', R, L) into buf (R, k, L), k' <= k; returns the (R, k'*L) matrix they fill."""
+    r, k, l = buf.shape
+    count = images.shape[0]
+    np.copyto(buf[:, :count], images.transpose(1, 0, 2))
+    return buf.reshape(r, k * l)[:, :count * l]
 
 
 def batchGram(a, b, out):
@@ -95,7 +108,7 @@ def batchGram(a, b, out):
     a, b = np.asarray(a), np.asarray(b)
     n, m, l = a.shape
     p = b.shape[1]
-    k = max(1, min(n, GRAM_CHUNK_BYTES // (4 * (m + p) * l)))
+    k = _imagesPerChunk(n, m + p, l)
 
     def direct(lo, hi):
         acc = np.zeros((m, p), np.float32)
@@ -105,22 +118,18 @@ def batchGram(a, b, out):
             acc += tmp
         return acc
 
-    def piece(lo, hi):
-        abuf = np.empty((m, k, l), np.float32)
-        bbuf = np.empty((p, k, l), np.float32)
+    def chunked(lo, hi):
+        abuf, bbuf = np.empty((m, k, l), np.float32), np.empty((p, k, l), np.float32)
         acc = np.zeros((m, p), np.float32)
         tmp = np.empty((m, p), np.float32)
         for s in range(lo, hi, k):
             e = min(hi, s + k)
-            np.copyto(abuf[:, :e - s], a[s:e].transpose(1, 0, 2))
-            np.copyto(bbuf[:, :e - s], b[s:e].transpose(1, 0, 2))
-            kl = (e - s) * l
-            np.matmul(abuf.reshape(m, k * l)[:, :kl], bbuf.reshape(p, k * l)[:, :kl].T, out=tmp)
+            np.matmul(_mapMajor(abuf, a[s:e]), _mapMajor(bbuf, b[s:e]).T, out=tmp)
             acc += tmp
         return acc
 
     # a long map already gives each image's GEMM a long inner dimension: no copies needed
-    partials = _overBatch(n, direct if l >= DIRECT_MIN_L else piece)
+    partials = _overBatch(n, direct if l >= DIRECT_MIN_L else chunked)
     np.copyto(out, partials[0])
     for part in partials[1:]:
         out += part
@@ -139,16 +148,13 @@ def batchLeft(w, x, out):
     m = w.shape[0]
     if l >= DIRECT_MIN_L:
         return matmul(w, x, out)
-    k = max(1, min(n, GRAM_CHUNK_BYTES // (4 * (m + c) * l)))
+    k = _imagesPerChunk(n, m + c, l)
 
     def piece(lo, hi):
-        xbuf = np.empty((c, k, l), np.float32)
-        ybuf = np.empty((m, k, l), np.float32)
+        xbuf, ybuf = np.empty((c, k, l), np.float32), np.empty((m, k, l), np.float32)
         for s in range(lo, hi, k):
             e = min(hi, s + k)
-            kl = (e - s) * l
-            np.copyto(xbuf[:, :e - s], x[s:e].transpose(1, 0, 2))
-            np.matmul(w, xbuf.reshape(c, k * l)[:, :kl], out=ybuf.reshape(m, k * l)[:, :kl])
+            np.matmul(w, _mapMajor(xbuf, x[s:e]), out=ybuf.reshape(m, k * l)[:, :(e - s) * l])
             np.copyto(out[s:e].transpose(1, 0, 2), ybuf[:, :e - s])
 
     _overBatch(n, piece)
