@@ -225,7 +225,7 @@ if enabled:
         n, c, h, wd = x.shape
         cm, _, kh, kw = wgrad.shape
         m = cm // c
-        ho, wo = dy.shape[2], dy.shape[3]
+        ho = dy.shape[2]
         hp, wp = h + 2 * ph, wd + 2 * pw
         bi = _blockImages(n, hp * wp)
         for co in prange(cm):
