@@ -90,32 +90,48 @@ class Side:
 
 
 PAUSE = 0.05
+# a timed run repeats the call back to back until it lasts at least this long (--min-run-ms)
+MIN_RUN = 0.1
 
 
-def timeIt(fn, sync):
+def timeIt(fn, sync, calls=1):
+    """Seconds per call of `calls` back-to-back calls of fn, started after an idle pause."""
     sync()
     # each side's thread pools (OpenMP, OpenBLAS, numba) may spin for a while after a call; a short
     # idle pause lets them park, so each timed run starts from a quiet machine whichever ran before
     time.sleep(PAUSE)
     start = time.perf_counter()
-    fn()
+    for _ in range(calls):
+        fn()
     sync()
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / calls
+
+
+def callsPerRun(fn, sync):
+    """How many back-to-back calls make a timed run of at least MIN_RUN seconds.
+
+    Why: right after the idle pause the cores are cold (this VM measured a lone 7 ms conv taking
+    15 ms after 50 ms asleep, on both sides alike), so a single short call measures wake-up, not
+    the op. A run of consecutive calls measures the steady state a training loop sees."""
+    once = timeIt(fn, sync)
+    return max(1, min(1000, int(MIN_RUN / max(once, 1e-6)) + 1)) if MIN_RUN > 0 else 1
 
 
 def interleaved(fnA, syncA, fnB, syncB, warmup, repeat):
-    """(median seconds of fnA, median of fnB, median of the per-pair ratios A/B), run alternately
-    after warm-up. The machine's speed drifts between runs; a pair run back to back sees nearly the
-    same machine, so the ratio is taken per pair."""
+    """(median seconds per call of fnA, median of fnB, median of the per-pair ratios A/B), run
+    alternately after warm-up. The machine's speed drifts between runs; a pair run back to back sees
+    nearly the same machine, so the ratio is taken per pair."""
     for _ in range(warmup):
         fnA()
         if fnB:
             fnB()
+    callsA = callsPerRun(fnA, syncA)
+    callsB = callsPerRun(fnB, syncB) if fnB else 0
     a, b = [], []
     for _ in range(repeat):
-        a.append(timeIt(fnA, syncA))
+        a.append(timeIt(fnA, syncA, callsA))
         if fnB:
-            b.append(timeIt(fnB, syncB))
+            b.append(timeIt(fnB, syncB, callsB))
     if not b:
         return statistics.median(a), None, None
     return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b))
@@ -369,6 +385,7 @@ def fmt(v, spec="%.2f"):
 
 
 def main():
+    global MIN_RUN
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=("numpy", "cuda"), default="numpy")
     parser.add_argument("--threads", default=_THREADS, help="threads for both sides (default: all cores)")
@@ -377,12 +394,15 @@ def main():
     parser.add_argument("--batch", type=int, default=64, help="MobileNet batch size")
     parser.add_argument("--cases", default="all", help="comma-separated case names or prefixes, or 'all'")
     parser.add_argument("--json", default=None, help="write results here")
+    parser.add_argument("--min-run-ms", type=float, default=1e3 * MIN_RUN,
+                        help="a timed run repeats the call until it lasts this long (0: one call per run)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WHO", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memoryProbeMain(args.memory_probe[0], args.memory_probe[1], args.backend, args.batch)
         return
 
+    MIN_RUN = args.min_run_ms / 1e3
     B.setBackend(args.backend)
     side = Side(args.backend)
     if torch is not None:
@@ -398,7 +418,7 @@ def main():
             "numpy": np.__version__, "torch": None if torch is None else torch.__version__,
             "machine": platform.machine(), "cpus": os.cpu_count(), "limits": limits,
             "tf32": None if side.device != "cuda" else "off on the PyTorch side; minidl uses plain fp32 sgemm",
-            "repeat": args.repeat, "warmup": args.warmup, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "repeat": args.repeat, "min_run_ms": args.min_run_ms, "warmup": args.warmup, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "numba_threading_layer": _numbaLayer()}
     print("backend %s, %s thread(s), numpy %s, torch %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s; OMP_WAIT_POLICY %s, "
           "numba layer %s" % (args.backend, _THREADS, np.__version__, info["torch"], limits["sgemm_gflops"],

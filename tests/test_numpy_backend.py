@@ -44,6 +44,7 @@ CONV_CASES = [
     ("dw", (2, 4, 7, 6), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_x3_s2_d2", (2, 3, 9, 8), (9, 1, 3, 3), (2, 2), (2, 1), (2, 2)),
     ("dw_5x3_hw", (1, 2, 8, 9), (4, 1, 5, 3), (2, 1), (0, 2), (1, 3)),
+    ("dw_2x4_x2", (2, 3, 9, 10), (6, 1, 2, 4), (1, 1), (1, 2), (1, 1)),   # rows not of three taps
     # planes large enough that a channel splits into several blocks of images, the last one partial
     ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
@@ -100,8 +101,11 @@ def test_im2col_conv_matches_numpy_path(numbaAndNumpy):
     assertClose(df, ds, 1e-5, 1e-5, "backward data")
 
 
+@pytest.mark.parametrize("order", ["channel-major", "image-major"])
 @pytest.mark.parametrize("useBatchStats", [True, False], ids=["train", "eval"])
-def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, useBatchStats):
+def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, monkeypatch, useBatchStats, order):
+    import minidl.backend.numpy.batchnorm as bnmod
+    monkeypatch.setattr(bnmod, "IMAGE_MAJOR_MAX_L", 0 if order == "channel-major" else 1 << 30)
     x = (np.random.randn(4, 3, 5, 5) * 2 + 1).astype(np.float32)
     scale = np.random.randn(1, 3, 1, 1).astype(np.float32)
     bias = np.random.randn(1, 3, 1, 1).astype(np.float32)

@@ -13,7 +13,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from minidl.backend.numpy import accel
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul
+from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul, overBatch, parts
 from minidl.shapes import windowOutSize
 
 _EMPTY = np.empty(0, dtype=np.float32)
@@ -82,57 +82,112 @@ def im2col(x, size, stride, pad, dilation, outsize):
     """(N, C*kh*kw, Ho*Wo) columns of x, row (c, i, j) holding what tap (i, j) of channel c reads."""
     n, c = x.shape[:2]
     (kh, kw), (ho, wo) = size, outsize
-    if accel.enabled:
-        cols = new((n, c * kh * kw, ho * wo))
-        accel.im2col(dense(x), cols, kh, kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], ho, wo,
-                     accel.parallelChunks())
-        return cols
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
 
+class _Geometry:
+    """A general conv's sizes, and one image's im2col / col2im through the numba kernels."""
+
+    def __init__(self, inshape, wshape, stride, pad, dilation, groups):
+        self.n, self.c, self.h, self.w = inshape
+        self.o, cg, self.kh, self.kw = wshape
+        self.ho, self.wo = outSize(inshape, (self.kh, self.kw), stride, pad, dilation)
+        self.g, self.og, self.k, self.l = groups, self.o // groups, cg * self.kh * self.kw, self.ho * self.wo
+        self.args = (self.kh, self.kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], self.ho, self.wo)
+
+    def scratch(self):
+        """Columns for each GEMM thread: (threads, G, K, L)."""
+        return new((parts(self.n), self.g, self.k, self.l))
+
+    def im2col(self, image, cols):
+        accel.im2colImage(image, cols.reshape(self.c * self.kh * self.kw, self.l), *self.args)
+
+    def col2im(self, cols, image):
+        accel.col2imImage(cols.reshape(self.c * self.kh * self.kw, self.l), image, *self.args)
+
+
+# With numba each GEMM thread takes a share of the images and runs im2col -> GEMM (or GEMM ->
+# col2im) one image at a time, so an image's columns stay in that core's cache between the two; the
+# bias is added (and its gradient summed) there too, while the image's output is still in cache.
+# Without numba the whole batch's columns are one strided-view copy and one batched matmul.
+
 def conv2d(x, W, b, stride, pad, dilation, groups):
-    n, c = x.shape[:2]
-    o, cg, kh, kw = W.shape
-    ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
-    k = cg * kh * kw
-    cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, ho * wo)  # (N, G, K, L)
-    y = matmul(np.asarray(W).reshape(groups, o // groups, k), cols, new((n, groups, o // groups, ho * wo)))
-    y = y.reshape(n, o, ho, wo)
-    addBias(y, b)
+    geo = _Geometry(x.shape, W.shape, stride, pad, dilation, groups)
+    wg = np.asarray(W).reshape(groups, geo.og, geo.k)
+    y = new((geo.n, geo.o, geo.ho, geo.wo))
+    if not accel.enabled:
+        cols = im2col(x, (geo.kh, geo.kw), stride, pad, dilation, (geo.ho, geo.wo)).reshape(geo.n, groups, geo.k, geo.l)
+        matmul(wg, cols, y.reshape(geo.n, groups, geo.og, geo.l))
+        addBias(y, b)
+        return host(y)
+    x, scratch = dense(x), geo.scratch()
+    bias = None if b is None else np.asarray(b).reshape(groups, geo.og, 1)
+
+    def piece(t, lo, hi):
+        for i in range(lo, hi):
+            geo.im2col(x[i], scratch[t])
+            yi = y[i].reshape(groups, geo.og, geo.l)
+            np.matmul(wg, scratch[t], out=yi)
+            if bias is not None:
+                yi += bias
+
+    overBatch(geo.n, piece)
     return host(y)
 
 
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
-    n, c, h, w = inshape
-    o, cg, kh, kw = W.shape
-    ho, wo = dy.shape[2:]
-    k = cg * kh * kw
-    wt = np.asarray(W).reshape(groups, o // groups, k).transpose(0, 2, 1)   # (G, K, O/G)
-    dcols = matmul(wt, np.asarray(dy).reshape(n, groups, o // groups, ho * wo), new((n, groups, k, ho * wo)))
+    geo = _Geometry(inshape, W.shape, stride, pad, dilation, groups)
+    wt = np.ascontiguousarray(np.asarray(W).reshape(groups, geo.og, geo.k).transpose(0, 2, 1))   # (G, K, O/G)
+    dy = dense(dy).reshape(geo.n, groups, geo.og, geo.l)
     if accel.enabled:
-        dx = new(tuple(inshape))
-        accel.col2im(dcols.reshape(n, c * kh * kw, ho * wo), dx, kh, kw, stride[0], stride[1], pad[0], pad[1],
-                     dilation[0], dilation[1], ho, wo, accel.parallelChunks())
+        dx, scratch = new(tuple(inshape)), geo.scratch()
+
+        def piece(t, lo, hi):
+            for i in range(lo, hi):
+                np.matmul(wt, dy[i], out=scratch[t])
+                geo.col2im(scratch[t], dx[i])
+
+        overBatch(geo.n, piece)
         return host(dx)
-    dcols = dcols.reshape(n, c, kh, kw, ho, wo)
+    n, c, h, w = inshape
+    dcols = matmul(wt, dy, new((n, groups, geo.k, geo.l))).reshape(n, c, geo.kh, geo.kw, geo.ho, geo.wo)
     dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            sy, sx = tapSlice(i, j, stride, dilation, (ho, wo))
+    for i in range(geo.kh):
+        for j in range(geo.kw):
+            sy, sx = tapSlice(i, j, stride, dilation, (geo.ho, geo.wo))
             dxp[:, :, sy, sx] += dcols[:, :, i, j]
     return host(unpadded(dxp, pad, inshape))
 
 
 def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
-    n, c = x.shape[:2]
-    o, cg, kh, kw = wgrad.shape
-    ho, wo = dy.shape[2:]
-    og, k, l = o // groups, cg * kh * kw, ho * wo
-    cols = im2col(x, (kh, kw), stride, pad, dilation, (ho, wo)).reshape(n, groups, k, l)        # (N, G, K, L)
-    # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
-    dw = matmul(np.asarray(dy).reshape(n, groups, og, l), cols.transpose(0, 1, 3, 2), new((n, groups, og, k))).sum(axis=0)
-    wgrad += dw.reshape(wgrad.shape)
-    accBiasGrad(bgrad, dy)
+    geo = _Geometry(x.shape, wgrad.shape, stride, pad, dilation, groups)
+    dy = dense(dy).reshape(geo.n, groups, geo.og, geo.l)
+    if not accel.enabled:
+        cols = im2col(x, (geo.kh, geo.kw), stride, pad, dilation, (geo.ho, geo.wo)).reshape(geo.n, groups, geo.k, geo.l)
+        # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
+        dw = matmul(dy, cols.transpose(0, 1, 3, 2), new((geo.n, groups, geo.og, geo.k))).sum(axis=0)
+        wgrad += dw.reshape(wgrad.shape)
+        accBiasGrad(bgrad, dy.reshape(geo.n, geo.o, geo.ho, geo.wo))
+        return
+    x, scratch = dense(x), geo.scratch()
+
+    def piece(t, lo, hi):
+        # each thread sums its images' products into its own (G, O/G, K); the bias gradient too
+        acc, tmp = np.zeros((groups, geo.og, geo.k), np.float32), np.empty((groups, geo.og, geo.k), np.float32)
+        bacc = np.zeros((groups, geo.og), np.float32)
+        for i in range(lo, hi):
+            geo.im2col(x[i], scratch[t])
+            np.matmul(dy[i], scratch[t].transpose(0, 2, 1), out=tmp)
+            acc += tmp
+            if bgrad is not None:
+                bacc += dy[i].sum(axis=2)
+        return acc, bacc
+
+    partials = overBatch(geo.n, piece)
+    for acc, bacc in partials:
+        wgrad += acc.reshape(wgrad.shape)
+        if bgrad is not None:
+            bgrad += bacc.reshape(bgrad.shape)
 
 
 def pointwiseConv2d(x, W, b):

@@ -40,20 +40,27 @@ def _setup():
     return _state["split"]
 
 
-def _overBatch(n, piece):
-    """[piece(lo, hi) for near-equal ranges covering [0, n)], the ranges run on the GEMM threads with
-    numpy's BLAS pinned to one thread meanwhile; one range when the split does not apply."""
+def parts(n):
+    """How many ranges overBatch splits n items into."""
     split = _setup()
-    if split is None or n < 2:
-        return [piece(0, n)]
-    blas, executor, parts = split
-    bounds = [n * k // parts for k in range(parts + 1)]
+    return 1 if split is None or n < 2 else split[2]
+
+
+def overBatch(n, piece):
+    """[piece(t, lo, hi) for the t-th of parts(n) near-equal ranges covering [0, n)]: the ranges run
+    on the GEMM threads (the calling thread takes the first) with numpy's BLAS pinned to one thread
+    meanwhile. t lets a piece use its own slice of scratch the caller allocated."""
+    count = parts(n)
+    if count == 1:
+        return [piece(0, 0, n)]
+    blas, executor, _ = _setup()
+    bounds = [n * k // count for k in range(count + 1)]
     previous = [c.num_threads for c in blas]
     for c in blas:
         c.set_num_threads(1)
     try:
-        futures = [executor.submit(piece, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        return [piece(0, bounds[1])] + [f.result() for f in futures]
+        futures = [executor.submit(piece, t, bounds[t], bounds[t + 1]) for t in range(1, count)]
+        return [piece(0, 0, bounds[1])] + [f.result() for f in futures]
     finally:
         for c, t in zip(blas, previous):
             c.set_num_threads(t)
@@ -68,12 +75,12 @@ def matmul(a, b, out):
     """
     a, b = np.asarray(a), np.asarray(b)
     if out.ndim == 2:
-        def piece(lo, hi):
+        def piece(t, lo, hi):
             np.matmul(a[lo:hi], b, out=out[lo:hi])
     else:
-        def piece(lo, hi):
+        def piece(t, lo, hi):
             np.matmul(a[lo:hi] if a.ndim == out.ndim else a, b[lo:hi] if b.ndim == out.ndim else b, out=out[lo:hi])
-    _overBatch(out.shape[0], piece)
+    overBatch(out.shape[0], piece)
     return out
 
 
@@ -110,7 +117,7 @@ def batchGram(a, b, out):
     p = b.shape[1]
     k = _imagesPerChunk(n, m + p, l)
 
-    def direct(lo, hi):
+    def direct(t, lo, hi):
         acc = np.zeros((m, p), np.float32)
         tmp = np.empty((m, p), np.float32)
         for i in range(lo, hi):
@@ -118,7 +125,7 @@ def batchGram(a, b, out):
             acc += tmp
         return acc
 
-    def chunked(lo, hi):
+    def chunked(t, lo, hi):
         abuf, bbuf = np.empty((m, k, l), np.float32), np.empty((p, k, l), np.float32)
         acc = np.zeros((m, p), np.float32)
         tmp = np.empty((m, p), np.float32)
@@ -129,7 +136,7 @@ def batchGram(a, b, out):
         return acc
 
     # a long map already gives each image's GEMM a long inner dimension: no copies needed
-    partials = _overBatch(n, direct if l >= DIRECT_MIN_L else chunked)
+    partials = overBatch(n, direct if l >= DIRECT_MIN_L else chunked)
     np.copyto(out, partials[0])
     for part in partials[1:]:
         out += part
@@ -150,12 +157,12 @@ def batchLeft(w, x, out):
         return matmul(w, x, out)
     k = _imagesPerChunk(n, m + c, l)
 
-    def piece(lo, hi):
+    def piece(t, lo, hi):
         xbuf, ybuf = np.empty((c, k, l), np.float32), np.empty((m, k, l), np.float32)
         for s in range(lo, hi, k):
             e = min(hi, s + k)
             np.matmul(w, _mapMajor(xbuf, x[s:e]), out=ybuf.reshape(m, k * l)[:, :(e - s) * l])
             np.copyto(out[s:e].transpose(1, 0, 2), ybuf[:, :e - s])
 
-    _overBatch(n, piece)
+    overBatch(n, piece)
     return out
