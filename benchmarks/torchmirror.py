@@ -75,7 +75,7 @@ def mirror(module, dtype=torch.float64):
                 params[prefix + "b"] = lin.bias
             return lin
         if isinstance(mod, Activation):
-            return {"relu": nn.ReLU(), "relu6": nn.ReLU6()}[mod.activation]
+            return {"relu": nn.ReLU, "relu6": nn.ReLU6}[mod.activation](inplace=mod.inplace)
         if isinstance(mod, GlobalAvgPool2D):
             return nn.AdaptiveAvgPool2d(1)
         if isinstance(mod, Flatten):

@@ -43,6 +43,54 @@ def test_activations(backend, name, args, ref):
     checkGradients(act, x, kind="smooth")
 
 
+INPLACE_ACTS = [a for a in ACTS if a[0] != "softPlus"]
+
+
+@pytest.mark.parametrize("name,args,ref", INPLACE_ACTS, ids=["%s%s" % (a[0], a[1]) for a in INPLACE_ACTS])
+def test_inplace_activations(backend, name, args, ref):
+    kinks = {"relu6": (0.0, 6.0), "clip": (-1.0, 2.0)}.get(name, (0.0,))
+    x = _awayFromKinks((3, 4, 5), kinks, scale=8.0 if name in ("relu6", "clip") else 3.0)
+    dy = np.random.randn(*x.shape).astype(np.float32)
+    plain = Activation(name, args=args)
+    plain(gpuarray.to_gpu(x))
+    expectedGrad = plain.backward(gpuarray.to_gpu(dy)).get()
+
+    act = Activation(name, args=args, inplace=True)
+    xg, dyg = gpuarray.to_gpu(x), gpuarray.to_gpu(dy)
+    y = act(xg).get()
+    assertClose(y, ref(x.astype(np.float64)), 1e-5, 1e-6, name)
+    assert np.array_equal(xg.get(), y), "in place: the input array now holds the output"
+    grad = act.backward(dyg).get()
+    assertClose(grad, expectedGrad, 1e-6, 1e-6, name + " grad")
+    assert np.array_equal(dyg.get(), grad), "in place: the incoming gradient array now holds the input gradient"
+    checkGradients(Activation(name, args=args, inplace=True), x, kind="smooth")
+
+
+def test_inplace_activation_after_batchnorm_trains_like_out_of_place(backend):
+    """Conv -> BN -> ReLU in place: the same outputs and every gradient as out of place."""
+    from minidl.modules import Conv2D
+    x = np.random.randn(2, 3, 6, 6).astype(np.float32)
+    dy = np.random.randn(2, 4, 6, 6).astype(np.float32)
+    results = []
+    for inplace in (False, True):
+        np.random.seed(3)
+        seq = Sequential("net")
+        seq.extend([Conv2D(3, 4, 3, pad=1, name="conv"), BatchNorm2D(4, name="bn"),
+                    Activation("relu", name="act", inplace=inplace)])
+        out = seq(gpuarray.to_gpu(x)).get()
+        seq.zeroGradParams()
+        grad = seq.backward(gpuarray.to_gpu(dy)).get()
+        results.append([out, grad] + [var.grad.get() for _, var in seq.namedVars()])
+    for plain, inplace in zip(*results):
+        assertClose(inplace, plain, 1e-6, 1e-6, "in place vs out of place")
+
+
+def test_inplace_activation_refuses_kinds_that_need_the_input():
+    for name, args in (("softPlus", ()), ("leakyRelu", (-0.5,))):
+        with pytest.raises(ValueError, match="Activation 'act': inplace=True needs a derivative computable"):
+            Activation(name, args=args, name="act", inplace=True)
+
+
 def test_activation_stability_and_errors(backend):
     x = gpuarray.to_gpu(np.array([-100.0, 100.0], np.float32))
     assert np.allclose(Activation("sigmoid")(x).get(), [0, 1]) and np.allclose(Activation("softPlus")(x).get(), [0, 100])

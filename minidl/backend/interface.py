@@ -114,13 +114,15 @@ def linearBackwardParams(x, dy, wgrad, bgrad):
 # ---- elementwise -----------------------------------------------------------------------------------
 
 
-def activation(x, kind, alpha, beta):
+def activation(x, kind, alpha, beta, out=None):
     """Elementwise activation. kind: relu, clip (to [alpha, beta]; relu6 is clip 0..6),
-    leakyRelu (slope alpha), elu (alpha), sigmoid, tanh, softPlus."""
+    leakyRelu (slope alpha), elu (alpha), sigmoid, tanh, softPlus. out: an array of x's shape to
+    write into (x itself for in place); the result is returned either way, and may be a new array
+    when out cannot be written directly (not contiguous)."""
 
 
-def activationBackward(x, y, dy, kind, alpha, beta):
-    """dx for activation(x) = y."""
+def activationBackward(x, y, dy, kind, alpha, beta, out=None):
+    """dx for activation(x) = y. out as for activation (dy itself for in place)."""
 
 
 def dropout(x, p, seed):

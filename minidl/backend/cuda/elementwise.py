@@ -14,15 +14,20 @@ def _kind(kind):
     return np.int32(_KINDS[kind])
 
 
-def activation(x, kind, alpha, beta):
-    y = empty(x.shape, np.float32)
+def _target(out, shape):
+    """out when given and contiguous (the kernels are elementwise, so out may be an input), else new."""
+    return out if out is not None and out.flags.c_contiguous else empty(shape, np.float32)
+
+
+def activation(x, kind, alpha, beta, out=None):
+    y = _target(out, x.shape)
     launch(function("elementwise.cu", "activationForward"), x.size, ptr(x), ptr(y), i64(x.size), _kind(kind),
            f32(alpha), f32(beta))
     return y
 
 
-def activationBackward(x, y, dy, kind, alpha, beta):
-    dx = empty(x.shape, np.float32)
+def activationBackward(x, y, dy, kind, alpha, beta, out=None):
+    dx = _target(out, x.shape)
     launch(function("elementwise.cu", "activationBackward"), x.size, ptr(x), ptr(y), ptr(dy), ptr(dx), i64(x.size),
            _kind(kind), f32(alpha), f32(beta))
     return dx

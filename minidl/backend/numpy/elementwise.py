@@ -22,12 +22,29 @@ def _clipBounds(kind, alpha, beta):
     return (np.float32(0), np.float32(np.inf)) if kind == "relu" else (np.float32(alpha), np.float32(beta))
 
 
-def activation(x, kind, alpha, beta):
+def _target(out, shape):
+    """Where an op writes: out when it is given and contiguous (in place if it is an input), else a
+    new workspace array."""
+    if out is not None and np.asarray(out).flags.c_contiguous and np.asarray(out).flags.writeable:
+        return np.asarray(out)
+    return new(shape)
+
+
+def activation(x, kind, alpha, beta, out=None):
     x = np.asarray(x)
     if accel.enabled and kind in ("relu", "clip"):
-        y = new(x.shape)
+        y = _target(out, x.shape)
         accel.clipForward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipBounds(kind, alpha, beta))
         return host(y)
+    y = _activation(x, kind, alpha, beta)
+    if out is None:
+        return host(y)
+    target = _target(out, x.shape)
+    np.copyto(target, y)
+    return host(target)
+
+
+def _activation(x, kind, alpha, beta):
     if kind == "relu":
         y = np.maximum(x, 0)
     elif kind == "clip":
@@ -44,16 +61,25 @@ def activation(x, kind, alpha, beta):
         y = np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
     else:
         raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
-    return host(y.astype(np.float32, copy=False))
+    return y.astype(np.float32, copy=False)
 
 
-def activationBackward(x, y, dy, kind, alpha, beta):
+def activationBackward(x, y, dy, kind, alpha, beta, out=None):
     x, y, dy = np.asarray(x), np.asarray(y), np.asarray(dy)
     if accel.enabled and kind in ("relu", "clip"):
-        dx = new(x.shape)
+        dx = _target(out, x.shape)
         accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
                            *_clipBounds(kind, alpha, beta))
         return host(dx)
+    dx = _activationBackward(x, y, dy, kind, alpha, beta)
+    if out is None:
+        return host(dx)
+    target = _target(out, x.shape)
+    np.copyto(target, dx)
+    return host(target)
+
+
+def _activationBackward(x, y, dy, kind, alpha, beta):
     if kind == "relu":
         dx = dy * (x > 0)
     elif kind == "clip":
@@ -70,7 +96,7 @@ def activationBackward(x, y, dy, kind, alpha, beta):
         dx = dy * _sigmoid(x)
     else:
         raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
-    return host(dx.astype(np.float32, copy=False))
+    return dx.astype(np.float32, copy=False)
 
 
 def dropout(x, p, seed):
