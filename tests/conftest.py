@@ -41,3 +41,20 @@ def backend(request):
 def _seed():
     np.random.seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _poisonedWorkspace(monkeypatch):
+    """Every float buffer the NumPy backend's workspace hands out starts as NaN, so an op that reads
+    memory it never wrote (a stale buffer from an earlier call) fails its test instead of passing by
+    luck on zeros or on a previous call's identical values."""
+    from minidl.backend.numpy.array import Workspace
+    empty = Workspace.empty
+
+    def poisoned(self, shape, dtype):
+        buf = empty(self, shape, dtype)
+        if buf.dtype.kind == "f":
+            buf.fill(np.nan)
+        return buf
+    monkeypatch.setattr(Workspace, "empty", poisoned)
+    yield

@@ -20,6 +20,8 @@ CONFIGS = [
     ("dil_hw", dict(inmaps=2, outmaps=2, size=2, dilation=(3, 1)), (1, 2, 6, 5), "general"),
     ("size_hw", dict(inmaps=2, outmaps=3, size=(3, 1), pad=(1, 0)), (2, 2, 5, 4), "general"),
     ("groups2", dict(inmaps=4, outmaps=6, size=3, pad=1, groups=2), (2, 4, 5, 5), "general"),
+    # padding past the kernel's reach, on the stride-1 "wide" im2col path (many column rows per output map)
+    ("pad3_wide", dict(inmaps=4, outmaps=2, size=3, pad=(3, 2)), (3, 4, 4, 5), "general"),
     ("groups4_stride2_dil2", dict(inmaps=8, outmaps=4, size=3, stride=2, pad=2, dilation=2, groups=4),
      (2, 8, 9, 9), "general"),
     ("pointwise", dict(inmaps=5, outmaps=3, size=1), (2, 5, 4, 3), "pointwise"),

@@ -86,24 +86,67 @@ def im2col(x, size, stride, pad, dilation, outsize):
 
 
 class _Geometry:
-    """A general conv's sizes, and one image's im2col / col2im through the numba kernels."""
+    """A general conv's sizes, and one image's im2col / col2im through the numba kernels.
+
+    Stride 1 uses the "wide" columns of accel.im2colWide when the image has many more column rows
+    (C*kh*kw) than output channels: each output row spans the padded width wp, so a column matrix
+    is (K, Ho*wp) and the GEMM's output has wp - Wo garbage columns per row, which cost a copy
+    between the GEMM and the image (O*Ho rows) but save the im2col's C*kh*kw*Ho short row copies.
+    `lw` is the width the GEMMs see (Ho*wp wide, else Ho*Wo)."""
 
     def __init__(self, inshape, wshape, stride, pad, dilation, groups):
         self.n, self.c, self.h, self.w = inshape
         self.o, cg, self.kh, self.kw = wshape
         self.ho, self.wo = outSize(inshape, (self.kh, self.kw), stride, pad, dilation)
         self.g, self.og, self.k, self.l = groups, self.o // groups, cg * self.kh * self.kw, self.ho * self.wo
+        # measured: a win for 3x3 convs from 16 input channels per output channel group up, a
+        # loss for the 3-channel stem of the MobileNets
+        self.wide = tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
+        self.lw = self.ho * (self.w + 2 * pad[1]) if self.wide else self.l
+        self.pad, self.dilation = pad, dilation
         self.args = (self.kh, self.kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], self.ho, self.wo)
 
-    def scratch(self):
-        """Columns for each GEMM thread: (threads, G, K, L)."""
-        return new((parts(self.n), self.g, self.k, self.l))
+    def scratch(self, rows, zero=False):
+        """(threads, G, rows, lw) per-thread matrices (zeroed when zero: their garbage columns stay 0)."""
+        buf = new((parts(self.n), self.g, rows, self.lw))
+        if zero:
+            buf.fill(0.0)
+        return buf
 
     def im2col(self, image, cols):
-        accel.im2colImage(image, cols.reshape(self.c * self.kh * self.kw, self.l), *self.args)
+        cols = cols.reshape(self.c * self.kh * self.kw, self.lw)
+        if self.wide:
+            accel.im2colWide(image, cols, self.kh, self.kw, self.pad[0], self.pad[1], self.dilation[0],
+                             self.dilation[1], self.ho)
+        else:
+            accel.im2colImage(image, cols, *self.args)
 
     def col2im(self, cols, image):
-        accel.col2imImage(cols.reshape(self.c * self.kh * self.kw, self.l), image, *self.args)
+        cols = cols.reshape(self.c * self.kh * self.kw, self.lw)
+        if self.wide:
+            accel.col2imWide(cols, image, self.kh, self.kw, self.pad[0], self.pad[1], self.dilation[0],
+                             self.dilation[1], self.ho)
+        else:
+            accel.col2imImage(cols, image, *self.args)
+
+    def gemmOut(self, scratch, image):
+        """Where a GEMM writes one image's (G, O/G, lw) output: the image itself unless wide."""
+        return scratch if self.wide else image.reshape(self.g, self.og, self.l)
+
+    def toImage(self, out, image, bias):
+        """image (O, Ho, Wo) = the GEMM's output out (from gemmOut) plus bias (empty for none)."""
+        if self.wide:
+            accel.narrow(out.reshape(self.o, self.lw), image, bias)
+        elif bias.shape[0] > 0:
+            out += bias.reshape(self.g, self.og, 1)
+
+    def gemmIn(self, image, scratch):
+        """An output-shaped image (O, Ho, Wo) as a GEMM operand (G, O/G, lw): widened into scratch
+        (whose garbage columns stay 0), or the image itself."""
+        if self.wide:
+            accel.widen(image, scratch.reshape(self.o, self.lw))
+            return scratch
+        return image.reshape(self.g, self.og, self.l)
 
 
 # With numba each GEMM thread takes a share of the images and runs im2col -> GEMM (or GEMM ->
@@ -120,16 +163,16 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
         matmul(wg, cols, y.reshape(geo.n, groups, geo.og, geo.l))
         addBias(y, b)
         return host(y)
-    x, scratch = dense(x), geo.scratch()
-    bias = None if b is None else np.asarray(b).reshape(groups, geo.og, 1)
+    x, cols = dense(x), geo.scratch(geo.k)
+    outs = geo.scratch(geo.og) if geo.wide else [None] * parts(geo.n)
+    bias = flatOrEmpty(b)
 
     def piece(t, lo, hi):
         for i in range(lo, hi):
-            geo.im2col(x[i], scratch[t])
-            yi = y[i].reshape(groups, geo.og, geo.l)
-            np.matmul(wg, scratch[t], out=yi)
-            if bias is not None:
-                yi += bias
+            geo.im2col(x[i], cols[t])
+            out = geo.gemmOut(outs[t], y[i])
+            np.matmul(wg, cols[t], out=out)
+            geo.toImage(out, y[i], bias)
 
     overBatch(geo.n, piece)
     return host(y)
@@ -138,19 +181,21 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     geo = _Geometry(inshape, W.shape, stride, pad, dilation, groups)
     wt = np.ascontiguousarray(np.asarray(W).reshape(groups, geo.og, geo.k).transpose(0, 2, 1))   # (G, K, O/G)
-    dy = dense(dy).reshape(geo.n, groups, geo.og, geo.l)
+    dy = dense(dy)
     if accel.enabled:
-        dx, scratch = new(tuple(inshape)), geo.scratch()
+        dx, cols = new(tuple(inshape)), geo.scratch(geo.k)
+        grads = geo.scratch(geo.og, zero=True) if geo.wide else [None] * parts(geo.n)
 
         def piece(t, lo, hi):
             for i in range(lo, hi):
-                np.matmul(wt, dy[i], out=scratch[t])
-                geo.col2im(scratch[t], dx[i])
+                np.matmul(wt, geo.gemmIn(dy[i], grads[t]), out=cols[t])
+                geo.col2im(cols[t], dx[i])
 
         overBatch(geo.n, piece)
         return host(dx)
     n, c, h, w = inshape
-    dcols = matmul(wt, dy, new((n, groups, geo.k, geo.l))).reshape(n, c, geo.kh, geo.kw, geo.ho, geo.wo)
+    dcols = matmul(wt, dy.reshape(n, groups, geo.og, geo.l), new((n, groups, geo.k, geo.l)))
+    dcols = dcols.reshape(n, c, geo.kh, geo.kw, geo.ho, geo.wo)
     dxp = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), dtype=np.float32)
     for i in range(geo.kh):
         for j in range(geo.kw):
@@ -161,26 +206,28 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
 
 def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     geo = _Geometry(x.shape, wgrad.shape, stride, pad, dilation, groups)
-    dy = dense(dy).reshape(geo.n, groups, geo.og, geo.l)
+    dy = dense(dy)
     if not accel.enabled:
         cols = im2col(x, (geo.kh, geo.kw), stride, pad, dilation, (geo.ho, geo.wo)).reshape(geo.n, groups, geo.k, geo.l)
         # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
-        dw = matmul(dy, cols.transpose(0, 1, 3, 2), new((geo.n, groups, geo.og, geo.k))).sum(axis=0)
+        dw = matmul(dy.reshape(geo.n, groups, geo.og, geo.l), cols.transpose(0, 1, 3, 2),
+                    new((geo.n, groups, geo.og, geo.k))).sum(axis=0)
         wgrad += dw.reshape(wgrad.shape)
-        accBiasGrad(bgrad, dy.reshape(geo.n, geo.o, geo.ho, geo.wo))
+        accBiasGrad(bgrad, dy)
         return
-    x, scratch = dense(x), geo.scratch()
+    x, cols = dense(x), geo.scratch(geo.k)
+    grads = geo.scratch(geo.og, zero=True) if geo.wide else [None] * parts(geo.n)
 
     def piece(t, lo, hi):
         # each thread sums its images' products into its own (G, O/G, K); the bias gradient too
         acc, tmp = np.zeros((groups, geo.og, geo.k), np.float32), np.empty((groups, geo.og, geo.k), np.float32)
-        bacc = np.zeros((groups, geo.og), np.float32)
+        bacc = np.zeros(geo.o, np.float32)
         for i in range(lo, hi):
-            geo.im2col(x[i], scratch[t])
-            np.matmul(dy[i], scratch[t].transpose(0, 2, 1), out=tmp)
+            geo.im2col(x[i], cols[t])
+            np.matmul(geo.gemmIn(dy[i], grads[t]), cols[t].transpose(0, 2, 1), out=tmp)
             acc += tmp
             if bgrad is not None:
-                bacc += dy[i].sum(axis=2)
+                bacc += dy[i].reshape(geo.o, geo.l).sum(axis=1)
         return acc, bacc
 
     partials = overBatch(geo.n, piece)
