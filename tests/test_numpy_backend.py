@@ -179,8 +179,9 @@ def test_batch_gemms_match_einsum(monkeypatch, l):
     n, m, p = 11, 5, 7
     a = np.random.randn(n, m, l).astype(np.float32)
     b = np.random.randn(n, p, l).astype(np.float32)
-    gram = gemm.batchGram(a, b, np.empty((m, p), np.float32))
-    assertClose(gram, np.einsum("nml,npl->mp", a.astype(np.float64), b), 1e-4, 1e-4, "batchGram")
+    for u, v in ((a, b), (b, a)):     # fewer rows first (computed transposed), then more rows first
+        gram = gemm.batchGram(u, v, np.empty((u.shape[1], v.shape[1]), np.float32))
+        assertClose(gram, np.einsum("nml,npl->mp", u.astype(np.float64), v), 1e-4, 1e-4, "batchGram")
     w = np.random.randn(p, m).astype(np.float32)
     left = gemm.batchLeft(w, a, np.empty((n, p, l), np.float32))
     assertClose(left, np.einsum("pm,nml->npl", w.astype(np.float64), a), 1e-4, 1e-4, "batchLeft")

@@ -219,12 +219,14 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     grads = geo.scratch(geo.og, zero=True) if geo.wide else [None] * parts(geo.n)
 
     def piece(t, lo, hi):
-        # each thread sums its images' products into its own (G, O/G, K); the bias gradient too
-        acc, tmp = np.zeros((groups, geo.og, geo.k), np.float32), np.empty((groups, geo.og, geo.k), np.float32)
+        # each thread sums its images' products into its own transposed (G, K, O/G); the bias
+        # gradient too. Transposed because OpenBLAS ran cols @ dy^T 1.3-1.6x faster than
+        # dy @ cols^T on these shapes (the transposed operand is then the small one).
+        acc, tmp = np.zeros((groups, geo.k, geo.og), np.float32), np.empty((groups, geo.k, geo.og), np.float32)
         bacc = np.zeros(geo.o, np.float32)
         for i in range(lo, hi):
             geo.im2col(x[i], cols[t])
-            np.matmul(geo.gemmIn(dy[i], grads[t]), cols[t].transpose(0, 2, 1), out=tmp)
+            np.matmul(cols[t], geo.gemmIn(dy[i], grads[t]).transpose(0, 2, 1), out=tmp)
             acc += tmp
             if bgrad is not None:
                 bacc += dy[i].reshape(geo.o, geo.l).sum(axis=1)
@@ -232,7 +234,7 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
 
     partials = overBatch(geo.n, piece)
     for acc, bacc in partials:
-        wgrad += acc.reshape(wgrad.shape)
+        wgrad += acc.transpose(0, 2, 1).reshape(wgrad.shape)
         if bgrad is not None:
             bgrad += bacc.reshape(bgrad.shape)
 

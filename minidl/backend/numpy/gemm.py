@@ -115,6 +115,11 @@ def batchGram(a, b, out):
     a, b = np.asarray(a), np.asarray(b)
     n, m, l = a.shape
     p = b.shape[1]
+    if m < p:
+        # OpenBLAS ran big @ small^T 10-30% faster than small @ big^T on these shapes (measured on
+        # MobileNetV2's projection layers): compute the transpose and copy it back
+        np.copyto(out, batchGram(b, a, np.empty((p, m), np.float32)).T)
+        return out
     k = _imagesPerChunk(n, m + p, l)
 
     def direct(t, lo, hi):
