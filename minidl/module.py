@@ -137,9 +137,11 @@ class Module:
         if expected != got:
             raise self.error("expected grad of shape %s, got %s" % (expected, got))
         self.checkDataType(dtypesOf(grad), what="grad")
-        if updGrad:
+        if updGrad and updParamGrads and self.train:
+            self.updateGradAndParams(grad)
+        elif updGrad:
             self.updateGrad(grad)
-        if updParamGrads and self.train:
+        elif updParamGrads and self.train:
             self.accGradParams(grad)
         return self.grad
 
@@ -151,6 +153,12 @@ class Module:
 
     def accGradParams(self, grad):
         """Accumulate parameter gradients; modules without parameters have nothing to do."""
+
+    def updateGradAndParams(self, grad):
+        """updateGrad then accGradParams, when a backward pass wants both; a module whose two
+        passes can share work (one read of grad instead of two) overrides this."""
+        self.updateGrad(grad)
+        self.accGradParams(grad)
 
     def dataShapeFrom(self, shape):
         raise NotImplementedError("%s must implement dataShapeFrom" % type(self).__name__)

@@ -45,6 +45,7 @@ CONV_CASES = [
     ("dw_x3_s2_d2", (2, 3, 9, 8), (9, 1, 3, 3), (2, 2), (2, 1), (2, 2)),
     ("dw_5x3_hw", (1, 2, 8, 9), (4, 1, 5, 3), (2, 1), (0, 2), (1, 3)),
     ("dw_2x4_x2", (2, 3, 9, 10), (6, 1, 2, 4), (1, 1), (1, 2), (1, 1)),   # rows not of three taps
+    ("dw_same_x2_s2", (9, 3, 30, 27), (6, 1, 3, 3), (2, 2), (1, 1), (1, 1)),  # "same" padding: fused backward
     # planes large enough that a channel splits into several blocks of images, the last one partial
     ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
@@ -88,6 +89,15 @@ def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, name, xs, ws, stride,
     (wf, bf), (wsl, bsl) = numbaAndNumpy(params)
     assertClose(wf, wsl, 1e-5, 1e-4, "weight grad")
     assertClose(bf, bsl, 1e-5, 1e-4, "bias grad")
+
+    def both():     # the fused op ("same" padding runs one kernel for both passes)
+        wg, bg = np.ones_like(W), np.ones_like(b)
+        dx = nb.depthwiseConv2dBackward(x, dy, W, wg, bg, stride, pad, dil)
+        return np.array(dx), wg, bg
+    for fused in numbaAndNumpy(both):
+        assertClose(fused[0], ds, 1e-5, 1e-5, "fused backward data")
+        assertClose(fused[1], wsl, 1e-5, 1e-4, "fused weight grad")
+        assertClose(fused[2], bsl, 1e-5, 1e-4, "fused bias grad")
 
 
 def test_im2col_conv_matches_numpy_path(numbaAndNumpy):

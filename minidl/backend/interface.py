@@ -84,6 +84,11 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     """Accumulate dL/dW into wgrad (C*M, 1, kh, kw) and dL/db into bgrad."""
 
 
+def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
+    """Both backward passes at once: returns dx (depthwiseConv2dBackwardData) and accumulates
+    wgrad and bgrad (depthwiseConv2dBackwardParams). A backend may share work between the two."""
+
+
 def pointwiseConv2d(x, W, b):
     """1x1 conv as one GEMM over the batch: x (N, C, H, W), W (O, C, 1, 1) -> (N, O, H, W)."""
 

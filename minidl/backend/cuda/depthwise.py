@@ -43,3 +43,10 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     launchBlocks(_kernel("depthwiseBackwardParams", wgrad, c, stride, dilation), wgrad.shape[0], _PARAM_BLOCK,
                  ptr(x), ptr(dy), ptr(wgrad), ptr(bgrad), i32(n), i32(c), i32(h), i32(w), i32(pad[0]), i32(pad[1]),
                  i32(ho), i32(wo))
+
+
+def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
+    # the two kernels already read dy from device memory at full bandwidth: no fused kernel here
+    dx = depthwiseConv2dBackwardData(dy, W, x.shape, stride, pad, dilation)
+    depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation)
+    return dx

@@ -12,7 +12,7 @@ from minidl.backend.cuda.conv import (  # noqa: F401
 from minidl.backend.cuda.cost import bce, classificationErrors, crossEntropy, mse, smoothL1  # noqa: F401
 from minidl.backend.cuda.dense import linear, linearBackwardData, linearBackwardParams  # noqa: F401
 from minidl.backend.cuda.depthwise import (  # noqa: F401
-    depthwiseConv2d, depthwiseConv2dBackwardData, depthwiseConv2dBackwardParams,
+    depthwiseConv2d, depthwiseConv2dBackward, depthwiseConv2dBackwardData, depthwiseConv2dBackwardParams,
 )
 from minidl.backend.cuda.elementwise import (  # noqa: F401
     activation, activationBackward, dropout, dropoutBackward, softmax, softmaxBackward,

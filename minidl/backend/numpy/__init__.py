@@ -13,7 +13,7 @@ from minidl.backend.numpy.conv import (  # noqa: F401
 from minidl.backend.numpy.cost import bce, classificationErrors, crossEntropy, mse, smoothL1  # noqa: F401
 from minidl.backend.numpy.dense import linear, linearBackwardData, linearBackwardParams  # noqa: F401
 from minidl.backend.numpy.depthwise import (  # noqa: F401
-    depthwiseConv2d, depthwiseConv2dBackwardData, depthwiseConv2dBackwardParams,
+    depthwiseConv2d, depthwiseConv2dBackward, depthwiseConv2dBackwardData, depthwiseConv2dBackwardParams,
 )
 from minidl.backend.numpy.elementwise import (  # noqa: F401
     activation, activationBackward, dropout, dropoutBackward, softmax, softmaxBackward,

@@ -237,6 +237,33 @@ if enabled:
                                     strided[ox] += wv * grow[ox]
                 dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
+    @njit(cache=True, fastmath=True, inline="always")
+    def _tapDots(sums, g, store, span, width, kh, kw, dh, dw):
+        """sums[i*kw + j] += dot(g[:span], store[i*dh*width + j*dw:][:span]) for every tap; a kernel
+        row of three taps in one pass, so g is loaded once per row."""
+        for i in range(kh):
+            base = i * dh * width
+            if kw == 3:
+                t0 = store[base:base + span]
+                t1 = store[base + dw:base + dw + span]
+                t2 = store[base + 2 * dw:base + 2 * dw + span]
+                p0 = p1 = p2 = np.float32(0.0)
+                for q in range(span):
+                    gq = g[q]
+                    p0 += gq * t0[q]
+                    p1 += gq * t1[q]
+                    p2 += gq * t2[q]
+                sums[i * 3] += p0
+                sums[i * 3 + 1] += p1
+                sums[i * 3 + 2] += p2
+            else:
+                for j in range(kw):
+                    tap = store[base + j * dw:base + j * dw + span]
+                    part = np.float32(0.0)
+                    for q in range(span):
+                        part += g[q] * tap[q]
+                    sums[i * kw + j] += part
+
     @njit(**_jit)
     def depthwiseBackwardParams(x, dy, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
         """wgrad[co, 0, i, j] += sum over images and outputs of dy * (the input tap (i, j) read);
@@ -262,35 +289,60 @@ if enabled:
                     _place(grid, k, 0, 0, sh, sw, dy[n0 + k, co])
                 span = ((nbi - 1) * hp + sh * (ho - 1) + 1) * wp
                 g = gstore[:span]
-                for i in range(kh):
-                    base = i * dh * wp
-                    if kw == 3:
-                        # three dot products in one pass over the row's taps (g loaded once)
-                        t0 = store[base:base + span]
-                        t1 = store[base + dw:base + dw + span]
-                        t2 = store[base + 2 * dw:base + 2 * dw + span]
-                        p0 = p1 = p2 = np.float32(0.0)
-                        for q in range(span):
-                            gq = g[q]
-                            p0 += gq * t0[q]
-                            p1 += gq * t1[q]
-                            p2 += gq * t2[q]
-                        sums[i * 3] += p0
-                        sums[i * 3 + 1] += p1
-                        sums[i * 3 + 2] += p2
-                    else:
-                        for j in range(kw):
-                            tap = store[base + j * dw:base + j * dw + span]
-                            part = np.float32(0.0)
-                            for q in range(span):
-                                part += g[q] * tap[q]
-                            sums[i * kw + j] += part
+                _tapDots(sums, g, store, span, wp, kh, kw, dh, dw)
                 if bgrad.shape[0] > 0:
                     bacc += g.sum()
             for t in range(kh * kw):
                 wgrad[co, 0, t // kw, t % kw] += sums[t]
             if bgrad.shape[0] > 0:
                 bgrad[co] += bacc
+
+    @njit(**_jit)
+    def depthwiseBackward(x, dy, w, dx, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
+        """depthwiseBackwardData and depthwiseBackwardParams in one pass over dy, for "same"
+        padding ((kh-1)*dh == 2*ph and (kw-1)*dw == 2*pw, MobileNet's 3x3 pad 1 at either stride;
+        the caller checks). Then the backward-data grid (dy placed at (ph, pw)) has the padded
+        input's pitch, and read from offset ph*wp + pw it is the weight gradient's grid (dy placed
+        at (0, 0)): each image block of dy is gathered once for both. Parallel over input channels."""
+        n, c, h, wd = x.shape
+        cm, _, kh, kw = w.shape
+        m = cm // c
+        ho = dy.shape[2]
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        bi = _blockImages(n, hp * wp)
+        shift = ph * wp + pw
+        for ci in prange(c):
+            xstore, xtall = _tallScratch(bi, hp, wp)      # padding stays zero
+            gstore, gtall = _tallScratch(bi, hp, wp)      # zero but where dy is placed
+            acc = np.empty(bi * hp * wp, dtype=np.float32)
+            sums = np.zeros((m, kh * kw))
+            bacc = np.zeros(m)
+            for n0 in range(0, n, bi):
+                nbi = min(bi, n - n0)
+                for k in range(nbi):
+                    xtall[k, ph:ph + h, pw:pw + wd] = x[n0 + k, ci]
+                spanData = ((nbi - 1) * hp + h) * wp
+                spanParams = ((nbi - 1) * hp + sh * (ho - 1) + 1) * wp
+                for mm in range(m):
+                    co = ci * m + mm
+                    for k in range(nbi):
+                        _place(gtall, k, ph, pw, sh, sw, dy[n0 + k, co])
+                    _taps(acc, gstore, w, co, spanData, wp, dh, dw, True, np.float32(0.0), mm > 0)
+                    g = gstore[shift:shift + spanParams]
+                    _tapDots(sums[mm], g, xstore, spanParams, wp, kh, kw, dh, dw)
+                    if bgrad.shape[0] > 0:
+                        bacc[mm] += g.sum()
+                for k in range(nbi):
+                    out = dx[n0 + k, ci]
+                    for iy in range(h):
+                        base = (k * hp + iy) * wp
+                        out[iy, :] = acc[base:base + wd]
+            for mm in range(m):
+                co = ci * m + mm
+                for t in range(kh * kw):
+                    wgrad[co, 0, t // kw, t % kw] += sums[mm, t]
+                if bgrad.shape[0] > 0:
+                    bgrad[co] += bacc[mm]
 
     # im2col / col2im run one image at a time, serially, from the GEMM threads of conv.py: the
     # columns of one image (C*kh*kw x Ho*Wo, ~1 MB) are made and consumed while they sit in that

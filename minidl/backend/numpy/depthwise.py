@@ -87,3 +87,17 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
             sy, sx = tapSlice(i, j, stride, dilation, (ho, wo))
             dw[:, :, i, j] += np.einsum("ncmyx,ncyx->cm", dy5, xp[:, :, sy, sx])
     accBiasGrad(bgrad, dy)
+
+
+def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
+    c, m, kh, kw = _geometry(x.shape, W)
+    # "same" padding lets one gather of dy serve both passes (accel.depthwiseBackward)
+    same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
+    if accel.enabled and same:
+        dx = new(tuple(x.shape))
+        accel.depthwiseBackward(dense(x), dense(dy), dense(W), dx, np.asarray(wgrad), flatOrEmpty(bgrad),
+                                *_hyper(stride, pad, dilation))
+        return host(dx)
+    dx = depthwiseConv2dBackwardData(dy, W, x.shape, stride, pad, dilation)
+    depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation)
+    return dx
