@@ -10,7 +10,10 @@ same rule. Trainable state lives in ``vars`` (Variables), non-trainable state
 
 Subclasses implement ``updateData``, ``updateGrad``, ``dataShapeFrom`` and,
 when they own parameters, ``accGradParams``; they validate input in
-``checkDataShape`` and call backend ops for all numerical work.
+``checkDataShape`` and call backend ops for all numerical work. When a
+backward pass wants both gradients, ``updateGradAndParams`` runs (by default
+``updateGrad`` then ``accGradParams``); a module whose two passes can share
+work overrides it (the depthwise conv reads its output gradient once).
 """
 
 import numpy as np
