@@ -113,6 +113,27 @@ def test_depthwise_default_init_uses_filter_fan_in(backend):
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
 
 
+@pytest.mark.parametrize("stride,pad", [(1, 1), (2, 1), (1, 0)], ids=["same", "same_s2", "valid"])
+def test_depthwise_backward_parts_match_the_joint_pass(backend, stride, pad):
+    """backward() with both gradients takes the joint op (updateGradAndParams); asking for one at a
+    time takes the separate ones: the same input gradient and accumulated weight gradients."""
+    x = np.random.randn(3, 4, 9, 8).astype(np.float32)
+    dw = DepthwiseConv2D(4, 3, stride=stride, pad=pad, multiplier=2)
+    y = dw(gpuarray.to_gpu(x))
+    dy = gpuarray.to_gpu(np.random.randn(*y.shape).astype(np.float32))
+    dw.zeroGradParams()
+    joint = dw.backward(dy).get()
+    wj, bj = dw.vars["W"].grad.get(), dw.vars["b"].grad.get()
+    dw.zeroGradParams()
+    alone = dw.backward(dy, updParamGrads=False).get()
+    assert not dw.vars["W"].grad.get().any(), "updParamGrads=False must leave the weight gradient alone"
+    dw.backward(dy, updGrad=False)
+    dw.backward(dy, updGrad=False)     # accumulates
+    assertClose(alone, joint, 1e-6, 1e-6, "input gradient")
+    assertClose(dw.vars["W"].grad.get(), 2 * wj, 1e-5, 1e-5, "weight gradient")
+    assertClose(dw.vars["b"].grad.get(), 2 * bj, 1e-5, 1e-5, "bias gradient")
+
+
 def test_pointwise_module(backend):
     pw = PointwiseConv2D(6, 4)
     assert pw.W.shape == (4, 6, 1, 1) and pw.algo == "pointwise"
