@@ -104,8 +104,16 @@ class _Geometry:
         # conv3x3, grouped and dilated cases), a loss for the MobileNets' 3-channel stem (27 to 16)
         self.wide = tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
         self.lw = self.ho * (self.w + 2 * pad[1]) if self.wide else self.l
-        self.pad, self.dilation = pad, dilation
-        self.args = (self.kh, self.kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], self.ho, self.wo)
+        # the numba kernel pair and its trailing arguments, chosen once (the NumPy path uses neither)
+        if not accel.enabled:
+            self.kernels, self.args = None, ()
+        elif self.wide:
+            self.kernels = accel.im2colWide, accel.col2imWide
+            self.args = (self.kh, self.kw, pad[0], pad[1], dilation[0], dilation[1], self.ho)
+        else:
+            self.kernels = accel.im2colImage, accel.col2imImage
+            self.args = (self.kh, self.kw, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], self.ho,
+                         self.wo)
 
     def scratch(self, rows, zero=False):
         """(threads, G, rows, lw) per-thread matrices (zeroed when zero: their garbage columns stay 0)."""
@@ -114,21 +122,16 @@ class _Geometry:
             buf.fill(0.0)
         return buf
 
+    def outputScratch(self, zero=False):
+        """Per-thread (G, O/G, lw) output-shaped matrices for the wide form (zeroed when zero); the
+        narrow form works on the images themselves, so each thread gets None."""
+        return self.scratch(self.og, zero) if self.wide else [None] * parts(self.n)
+
     def im2col(self, image, cols):
-        cols = cols.reshape(self.c * self.kh * self.kw, self.lw)
-        if self.wide:
-            accel.im2colWide(image, cols, self.kh, self.kw, self.pad[0], self.pad[1], self.dilation[0],
-                             self.dilation[1], self.ho)
-        else:
-            accel.im2colImage(image, cols, *self.args)
+        self.kernels[0](image, cols.reshape(self.c * self.kh * self.kw, self.lw), *self.args)
 
     def col2im(self, cols, image):
-        cols = cols.reshape(self.c * self.kh * self.kw, self.lw)
-        if self.wide:
-            accel.col2imWide(cols, image, self.kh, self.kw, self.pad[0], self.pad[1], self.dilation[0],
-                             self.dilation[1], self.ho)
-        else:
-            accel.col2imImage(cols, image, *self.args)
+        self.kernels[1](cols.reshape(self.c * self.kh * self.kw, self.lw), image, *self.args)
 
     def gemmOut(self, scratch, image):
         """Where a GEMM writes one image's (G, O/G, lw) output: the image itself unless wide."""
@@ -165,7 +168,7 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
         addBias(y, b)
         return host(y)
     x, cols = dense(x), geo.scratch(geo.k)
-    outs = geo.scratch(geo.og) if geo.wide else [None] * parts(geo.n)
+    outs = geo.outputScratch()
     bias = flatOrEmpty(b)
 
     def piece(t, lo, hi):
@@ -185,7 +188,7 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     dy = dense(dy)
     if accel.enabled:
         dx, cols = new(tuple(inshape)), geo.scratch(geo.k)
-        grads = geo.scratch(geo.og, zero=True) if geo.wide else [None] * parts(geo.n)
+        grads = geo.outputScratch(zero=True)
 
         def piece(t, lo, hi):
             for i in range(lo, hi):
@@ -217,7 +220,7 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
         accBiasGrad(bgrad, dy)
         return
     x, cols = dense(x), geo.scratch(geo.k)
-    grads = geo.scratch(geo.og, zero=True) if geo.wide else [None] * parts(geo.n)
+    grads = geo.outputScratch(zero=True)
 
     def piece(t, lo, hi):
         # each thread sums its images' products into its own transposed (G, K, O/G); the bias
