@@ -490,6 +490,26 @@ if enabled:
     # the pass that applies them reads it from there, not from main memory. Sums run in float64,
     # where E[x^2] - mean^2 loses nothing unless mean/std exceeds ~1e6.
 
+    @njit(cache=True, inline="always")
+    def _trainCoefficients(s, q, count, scale, bias, epsilon):
+        """(mean, biased var, a, b) of one channel from its float64 sums of x and x^2, with
+        y = x * a + b the normalised, scaled and shifted output."""
+        mu = s / count
+        sigma2 = max(q / count - mu * mu, 0.0)
+        a = np.float32(scale / np.sqrt(np.float32(sigma2) + epsilon))
+        return mu, sigma2, a, np.float32(bias - np.float32(mu) * a)
+
+    @njit(cache=True, inline="always")
+    def _backwardCoefficients(s1, s2, count, scale, mean, var, epsilon, useBatchStats):
+        """(a, k2, k3, dscale) of one channel from its sums of dy and dy * (x - mean), with
+        dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants."""
+        mu = np.float64(mean)
+        invStd = 1.0 / np.sqrt(np.float64(var) + epsilon)
+        a = scale * invStd
+        k2 = -a * invStd * invStd * s2 / count if useBatchStats else 0.0
+        k3 = -a * s1 / count - k2 * mu if useBatchStats else 0.0
+        return np.float32(a), np.float32(k2), np.float32(k3), s2 * invStd
+
     @njit(**_jit)
     def batchNormTrain(x, scale, bias, y, mean, var, epsilon):
         """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
@@ -503,12 +523,7 @@ if enabled:
                     v = np.float64(x[i0, ci, k])
                     s += v
                     q += v * v
-            mu = s / (n * l)
-            sigma2 = max(q / (n * l) - mu * mu, 0.0)
-            mean[ci] = mu
-            var[ci] = sigma2
-            a = np.float32(scale[ci] / np.sqrt(np.float32(sigma2) + epsilon))
-            b = np.float32(bias[ci] - np.float32(mu) * a)
+            mean[ci], var[ci], a, b = _trainCoefficients(s, q, n * l, scale[ci], bias[ci], epsilon)
             for i0 in range(n):
                 for k in range(l):
                     y[i0, ci, k] = x[i0, ci, k] * a + b
@@ -539,14 +554,9 @@ if enabled:
                     g = dy[i0, ci, k]
                     s1 += g
                     s2 += g * (x[i0, ci, k] - mu)
-            invStd = 1.0 / np.sqrt(np.float64(var[ci]) + epsilon)
-            a = scale[ci] * invStd
+            a32, k2f, k3f, dscale[ci] = _backwardCoefficients(s1, s2, count, scale[ci], mean[ci], var[ci], epsilon,
+                                                              useBatchStats)
             dbias[ci] = s1
-            dscale[ci] = s2 * invStd
-            # dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants
-            k2 = -a * invStd * invStd * s2 / count if useBatchStats else 0.0
-            k3 = -a * s1 / count - k2 * mu if useBatchStats else 0.0
-            a32, k2f, k3f = np.float32(a), np.float32(k2), np.float32(k3)
             for i0 in range(n):
                 for k in range(l):
                     dx[i0, ci, k] = dy[i0, ci, k] * a32 + x[i0, ci, k] * k2f + k3f
@@ -584,6 +594,21 @@ if enabled:
                     out[t, 0, ci] += s
                     out[t, 1, ci] += q
         return out.sum(axis=0)
+
+    @njit(cache=True)
+    def trainCoefficients(sums, count, scale, bias, epsilon, mean, var, a, b):
+        """_trainCoefficients for every channel, from channelSums' (2, C) sums."""
+        for ci in range(sums.shape[1]):
+            mean[ci], var[ci], a[ci], b[ci] = _trainCoefficients(sums[0, ci], sums[1, ci], count, scale[ci],
+                                                                 bias[ci], epsilon)
+
+    @njit(cache=True)
+    def backwardCoefficients(sums, count, scale, mean, var, epsilon, useBatchStats, a, k2, k3, dscale, dbias):
+        """_backwardCoefficients for every channel, from channelSums' (2, C) sums."""
+        for ci in range(sums.shape[1]):
+            a[ci], k2[ci], k3[ci], dscale[ci] = _backwardCoefficients(sums[0, ci], sums[1, ci], count, scale[ci],
+                                                                      mean[ci], var[ci], epsilon, useBatchStats)
+            dbias[ci] = sums[0, ci]
 
     @njit(**_jit)
     def batchNormBackwardApply(x, dy, a, k2, k3, dx):

@@ -51,22 +51,17 @@ def _vec(a):
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
     n, c = x.shape[:2]
     count = x.size // c
-    if accel.enabled and count // n < IMAGE_MAJOR_MAX_L:
-        s, q = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
-        mean64 = s / count
-        var64 = np.maximum(q / count - mean64 * mean64, 0.0)
-        a = (_vec(scale) / np.sqrt(var64.astype(np.float32) + np.float32(epsilon))).astype(np.float32)
-        y = new(x.shape)
-        accel.channelAffine(_planes(x), a, (_vec(bias) - mean64.astype(np.float32) * a).astype(np.float32),
-                            y.reshape(n, c, -1))
+    if accel.enabled:
+        y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
+        if count // n < IMAGE_MAJOR_MAX_L:
+            sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
+            a, b = np.empty(c, np.float32), np.empty(c, np.float32)
+            accel.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
+            accel.channelAffine(_planes(x), a, b, y.reshape(n, c, -1))
+        else:
+            accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), y.reshape(n, c, -1), mean64, var64,
+                                 np.float32(epsilon))
         mean, var = mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
-    elif accel.enabled:
-        y = new(x.shape)
-        mean64, var64 = np.empty(c), np.empty(c)
-        accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), y.reshape(n, c, -1), mean64, var64,
-                             np.float32(epsilon))
-        mean = mean64.astype(np.float32).reshape(1, c, 1, 1)
-        var = var64.astype(np.float32).reshape(1, c, 1, 1)
     else:
         mean, var = _moments(x)
         a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
@@ -83,24 +78,17 @@ def batchNormEval(x, scale, bias, mean, var, epsilon):
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
     n, c = x.shape[:2]
     count = x.size // c
-    if accel.enabled and count // n < IMAGE_MAJOR_MAX_L:
-        mu = _vec(mean).astype(np.float64)
-        s1, s2 = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
-        invStd = 1.0 / np.sqrt(_vec(var).astype(np.float64) + epsilon)
-        a = _vec(scale) * invStd
-        # dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants
-        k2 = -a * invStd * invStd * s2 / count if useBatchStats else np.zeros(c)
-        k3 = -a * s1 / count - k2 * mu if useBatchStats else np.zeros(c)
-        dx = new(x.shape)
-        accel.batchNormBackwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
-                                     k3.astype(np.float32), dx.reshape(n, c, -1))
-        return (host(dx), host((s2 * invStd).astype(np.float32).reshape(1, c, 1, 1)),
-                host(s1.astype(np.float32).reshape(1, c, 1, 1)))
     if accel.enabled:
-        dx = new(x.shape)
-        dscale, dbias = np.empty(c, np.float32), np.empty(c, np.float32)
-        accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
-                                bool(useBatchStats), dx.reshape(n, c, -1), dscale, dbias)
+        dx, dscale, dbias = new(x.shape), np.empty(c, np.float32), np.empty(c, np.float32)
+        if count // n < IMAGE_MAJOR_MAX_L:
+            sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
+            a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
+            accel.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
+                                       bool(useBatchStats), a, k2, k3, dscale, dbias)
+            accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, dx.reshape(n, c, -1))
+        else:
+            accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
+                                    bool(useBatchStats), dx.reshape(n, c, -1), dscale, dbias)
         return host(dx), host(dscale.reshape(1, c, 1, 1)), host(dbias.reshape(1, c, 1, 1))
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd
