@@ -30,18 +30,22 @@ def _target(out, shape):
     return new(shape)
 
 
+def _deliver(result, out):
+    """A computed result as the op's output: itself, or copied to out's target when out is given."""
+    if out is None:
+        return host(result)
+    target = _target(out, result.shape)
+    np.copyto(target, result)
+    return host(target)
+
+
 def activation(x, kind, alpha, beta, out=None):
     x = np.asarray(x)
     if accel.enabled and kind in ("relu", "clip"):
         y = _target(out, x.shape)
         accel.clipForward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipBounds(kind, alpha, beta))
         return host(y)
-    y = _activation(x, kind, alpha, beta)
-    if out is None:
-        return host(y)
-    target = _target(out, x.shape)
-    np.copyto(target, y)
-    return host(target)
+    return _deliver(_activation(x, kind, alpha, beta), out)
 
 
 def _activation(x, kind, alpha, beta):
@@ -71,12 +75,7 @@ def activationBackward(x, y, dy, kind, alpha, beta, out=None):
         accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
                            *_clipBounds(kind, alpha, beta))
         return host(dx)
-    dx = _activationBackward(x, y, dy, kind, alpha, beta)
-    if out is None:
-        return host(dx)
-    target = _target(out, x.shape)
-    np.copyto(target, dx)
-    return host(target)
+    return _deliver(_activationBackward(x, y, dy, kind, alpha, beta), out)
 
 
 def _activationBackward(x, y, dy, kind, alpha, beta):
