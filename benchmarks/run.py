@@ -179,6 +179,16 @@ def convWork(kwargs, shape):
     return float(flops), float(nbytes)
 
 
+def pathName(side, conv):
+    """The module's algo, or "winograd" where the NumPy backend routes a general conv through it
+    (forward and input gradient; its "% of sgemm" then counts direct-conv FLOPs, an effective rate)."""
+    if side.backend == "numpy" and conv.algo == "general":
+        from minidl.backend.numpy import winograd
+        if winograd.applies(conv.W.shape, conv.stride, conv.groups):
+            return "winograd"
+    return conv.algo
+
+
 def runConvCase(side, name, kwargs, shape, args, limits):
     from minidl.modules import Conv2D
     np.random.seed(0)
@@ -198,7 +208,7 @@ def runConvCase(side, name, kwargs, shape, args, limits):
         conv.backward(dy)
 
     tFwd = tTrain = None
-    result = {"case": name, "algo": conv.algo}
+    result = {"case": name, "algo": pathName(side, conv)}
     if torch is not None:
         tx = torch.tensor(xh, device=side.device, requires_grad=True)
         tW = torch.tensor(conv.W.get(), device=side.device, requires_grad=True)

@@ -28,6 +28,11 @@ def windowOutSize(insize, size, stride, pad, dilation):
     return (insize + 2 * pad - dilation * (size - 1) - 1) // stride + 1
 
 
+def ceilDiv(a, b):
+    """ceil(a / b) for ints, b > 0."""
+    return -(-a // b)
+
+
 def conv2dOutShape(inshape, outmaps, size, stride, pad, dilation):
     """(N, C, H, W) in -> (N, outmaps, Ho, Wo) out; size..dilation are (h, w) pairs."""
     n, _, h, w = inshape

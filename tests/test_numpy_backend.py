@@ -195,3 +195,78 @@ def test_batch_gemms_match_einsum(monkeypatch, l):
     w = np.random.randn(p, m).astype(np.float32)
     left = gemm.batchLeft(w, a, np.empty((n, p, l), np.float32))
     assertClose(left, np.einsum("pm,nml->npl", w.astype(np.float64), a), 1e-4, 1e-4, "batchLeft")
+
+
+# (id, x shape, O, pad, dilation, groups): stride-1 3x3 convs forced through Winograd F(2x2, 3x3)
+WINOGRAD_CASES = [
+    ("pad1", (2, 3, 6, 6), 4, (1, 1), (1, 1), 1),
+    ("odd_sizes", (2, 2, 7, 5), 3, (1, 1), (1, 1), 1),       # tiles past the output, dropped
+    ("pad0", (1, 2, 6, 7), 2, (0, 0), (1, 1), 1),
+    ("pad_past_reach", (3, 4, 4, 5), 2, (3, 2), (1, 1), 1),  # the input gradient then crops (pad -1)
+    ("dil2", (2, 3, 9, 8), 2, (2, 2), (2, 2), 1),           # four phase planes
+    ("dil_hw", (2, 2, 11, 6), 3, (1, 2), (3, 1), 1),        # three row phases of unequal length
+    ("dil_w_odd", (2, 2, 6, 7), 3, (1, 1), (1, 2), 1),       # column phases of odd length
+    ("groups2", (2, 4, 5, 6), 6, (1, 1), (1, 1), 2),
+    ("groups_dil", (2, 4, 8, 8), 4, (2, 1), (2, 1), 2),
+    # many small images: several per chunk, the batch split unevenly over the GEMM threads
+    ("chunks", (9, 2, 4, 3), 3, (1, 1), (1, 1), 1),
+]
+
+
+@pytest.fixture
+def winogradEverywhere(monkeypatch):
+    """Route every stride-1 3x3 conv of the NumPy backend through Winograd, and count the calls."""
+    import minidl.backend.numpy.winograd as wmod
+    if not accel.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0): no Winograd path")
+    monkeypatch.setattr(wmod, "MIN_MAPS", 1)
+    calls = []
+    real = wmod.conv2d
+    monkeypatch.setattr(wmod, "conv2d", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("name,xs,o,pad,dil,groups", WINOGRAD_CASES, ids=[c[0] for c in WINOGRAD_CASES])
+def test_winograd_conv_matches_naive_loops(winogradEverywhere, name, xs, o, pad, dil, groups):
+    from reference import naiveConv2d
+    x = np.random.randn(*xs).astype(np.float32)
+    W = np.random.randn(o, xs[1] // groups, 3, 3).astype(np.float32)
+    b = np.random.randn(1, o, 1, 1).astype(np.float32)
+    h = dict(stride=(1, 1), pad=pad, dilation=dil, groups=groups)
+    y = _copy(nb.conv2d(x, W, b, **h))
+    dy = np.random.randn(*y.shape).astype(np.float32)
+    dx = _copy(nb.conv2dBackwardData(dy, W, x.shape, **h))
+    assert len(winogradEverywhere) == 2, "both passes must take the Winograd path"
+    ry, rdx, _, _ = naiveConv2d(x, W, b, dy=dy, **h)
+    assertClose(y, ry, 1e-5, 1e-5, "forward")
+    assertClose(dx, rdx, 1e-5, 1e-5, "input gradient")
+    assertClose(_copy(nb.conv2d(x, W, None, **h)), ry - b, 1e-5, 1e-5, "forward without bias")
+
+
+def test_winograd_conv_gradients_match_finite_differences(winogradEverywhere):
+    from gradcheck import checkGradients
+    from minidl.modules import Conv2D
+    conv = Conv2D(4, 6, 3, pad=(2, 1), dilation=(2, 1), groups=2, initscheme="gaussian")
+    checkGradients(conv, np.random.randn(2, 4, 7, 6).astype(np.float32), kind="linear")
+    assert winogradEverywhere
+
+
+def test_winograd_threshold_and_im2col_agree(monkeypatch):
+    """At the real threshold, a 32 -> 32 conv takes Winograd and equals the im2col path; grouped convs
+    with fewer maps per group, other strides and other kernel sizes stay on im2col."""
+    import minidl.backend.numpy.winograd as wmod
+    if not accel.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0): no Winograd path")
+    assert wmod.applies((32, 32, 3, 3), (1, 1), 1)
+    assert not wmod.applies((64, 16, 3, 3), (1, 1), 4)
+    assert not wmod.applies((32, 32, 3, 3), (2, 2), 1)
+    assert not wmod.applies((32, 32, 5, 5), (1, 1), 1)
+    x = np.random.randn(3, 32, 10, 9).astype(np.float32)
+    W = (np.random.randn(32, 32, 3, 3) / 17).astype(np.float32)
+    h = dict(stride=(1, 1), pad=(2, 1), dilation=(2, 1), groups=1)
+    y = _copy(nb.conv2d(x, W, None, **h))
+    dy = np.random.randn(*y.shape).astype(np.float32)
+    dx = _copy(nb.conv2dBackwardData(dy, W, x.shape, **h))
+    monkeypatch.setattr(wmod, "MIN_MAPS", 1 << 30)
+    assertClose(y, _copy(nb.conv2d(x, W, None, **h)), 1e-5, 1e-5, "forward vs im2col")
+    assertClose(dx, _copy(nb.conv2dBackwardData(dy, W, x.shape, **h)), 1e-5, 1e-5, "input gradient vs im2col")

@@ -1,8 +1,9 @@
 """General and pointwise 2-D convolution on the NumPy backend.
 
-General conv is im2col + GEMM, groups a batch dimension of the GEMM. With
-numba the GEMM threads go image by image (im2col -> GEMM -> output, see
-below). Without it, the im2col matrix is a strided *view* of the padded input,
+Stride-1 3x3 convs with enough maps per group go through Winograd F(2x2, 3x3) (winograd.py) for
+the forward and input-gradient passes when numba is present. Otherwise general conv is im2col +
+GEMM, groups a batch dimension of the GEMM. With numba the GEMM threads go image by image (im2col
+-> GEMM -> output, see below). Without it, the im2col matrix is a strided *view* of the padded input,
 materialised once by the reshape that feeds one batched matmul, and the
 backward-data pass scatters columns back with one vectorised add per kernel
 tap. Pointwise (1x1, stride 1, pad 0, groups 1) is GEMMs over the batch with no
@@ -12,7 +13,7 @@ im2col at all (gemm.batchLeft / batchGram).
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import accel, winograd
 from minidl.backend.numpy.array import host, new
 from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul, overBatch, parts
 from minidl.shapes import windowOutSize
@@ -159,6 +160,8 @@ class _Geometry:
 # Without numba the whole batch's columns are one strided-view copy and one batched matmul.
 
 def conv2d(x, W, b, stride, pad, dilation, groups):
+    if winograd.applies(W.shape, stride, groups):
+        return winograd.conv2d(x, W, b, pad, dilation, groups)
     geo = _Geometry(x.shape, W.shape, stride, pad, dilation, groups)
     wg = np.asarray(W).reshape(groups, geo.og, geo.k)
     y = new((geo.n, geo.o, geo.ho, geo.wo))
@@ -183,6 +186,8 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
 
 
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
+    if winograd.applies(W.shape, stride, groups):
+        return winograd.conv2dBackwardData(dy, W, inshape, pad, dilation, groups)
     geo = _Geometry(inshape, W.shape, stride, pad, dilation, groups)
     wt = np.ascontiguousarray(np.asarray(W).reshape(groups, geo.og, geo.k).transpose(0, 2, 1))   # (G, K, O/G)
     dy = dense(dy)

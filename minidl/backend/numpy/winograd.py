@@ -1,0 +1,287 @@
+"""Winograd F(2x2, 3x3) for stride-1 3x3 convolutions on the NumPy backend (numba only).
+
+A 2x2 block of outputs of one (output map, input map) pair needs 36 multiplies as a direct
+correlation, and 16 in the Winograd domain (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+Networks", 2016): with the 4x4 input tile d, the 3x3 kernel g and the constant matrices below,
+
+    y (2x2) = A^T [ (G g G^T) (.) (B^T d B) ] A
+
+where (.) is the elementwise product. Summed over input maps, each of the 16 elements e of the
+product is one GEMM: M[e] (O, T) = U[e] (O, C) @ V[e] (C, T) over the T tiles of an image, so
+the convolution becomes an input transform, 16 GEMMs with 2.25x fewer multiply-adds than im2col's
+one, and an output transform. The transforms are cheap adds; each thread runs them image by image
+(or a few small images at a time) so V and M stay in its core's cache between them and the GEMMs.
+
+Dilation: a dilated conv reads a stride-1 conv's taps on every dh-th row and dw-th column, so the
+padded image is split into dh*dw phase planes (rows py, py + dh, ...), each an ordinary 3x3 conv
+whose outputs interleave back. Every output is computed from the same additions as before; only the
+tile layout changes.
+
+Backward data: the gradient of a stride-1 correlation is the correlation of dy with the kernel
+flipped and its maps swapped, padded by 2*dilation - pad (negative padding crops): this same forward.
+
+Not done here: the weight gradient. In the Winograd domain it is dU[e] (O, C) = sum over tiles of
+dM[e] (O, T) @ V[e]^T (dM the output transform's adjoint of dy), a GEMM contracting the long tile
+axis of two row-major operands; OpenBLAS ran that orientation at 65-110 GFLOP/s against ~140 for
+the forward's, and the whole pass measured 7.05 vs 7.16 ms (conv3x3 case), 5.25 vs 4.84 (dilated),
+4.05 vs 3.54 (64 maps of 16x16) against im2col's, so conv.py keeps im2col for it.
+
+The transforms are exact in real arithmetic; in float32 they add a rounding error comparable to
+the direct sum's (the constants are 0, +-1 and 1/2). Not used: strides other than 1, kernels other
+than 3x3, groups of fewer than MIN_MAPS maps (conv.py routes those to im2col), and the pure-NumPy
+fallback (it keeps im2col as the reference the tests hold this path to).
+"""
+
+import numpy as np
+
+from minidl.backend.numpy import accel
+from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.gemm import overBatch
+from minidl.shapes import ceilDiv, windowOutSize
+
+# G (4x3): the kernel transform U = G g G^T
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+# bytes of one chunk's V and M per thread: a cache-sized piece of work
+CHUNK_BYTES = 3 << 19
+# fewest maps per group (in and out) worth the transforms. Measured (2 cores, forward): 32 -> 64
+# maps of 32x32 6.9 -> 4.7 ms against im2col, dilated 32 -> 32 4.9 -> 3.9 ms, but 4 groups of 16
+# maps 1.3 -> 2.1 ms: a GEMM with 16-long rows runs far from peak and the transforms dominate
+MIN_MAPS = 32
+
+if accel.enabled:
+    from numba import njit
+
+    # Serial kernels, called from the GEMM threads (gemm.overBatch) one image at a time.
+    #
+    # Layout: a phase plane is stored split by row and column parity, (2, 2, rows, half) with
+    # [Y & 1, X & 1, Y >> 1, X >> 1] = pixel (Y, X), so every access a tile makes is a unit-stride
+    # run: tile (ty, tx) reads columns 2tx..2tx+3 = even[tx], odd[tx], even[tx + 1], odd[tx + 1].
+    # Each phase row of tiles carries one garbage tile (tx = tw, half = tw + 1): the column pass
+    # then runs over a whole phase as one flat loop (k = ty*half + tx) instead of a short loop per
+    # tile row, whose slicing overhead cost more than the arithmetic. The GEMMs compute the garbage
+    # tiles too (1/(tw + 1) more work), and the output transform never reads them. Per-row work avoids `continue`
+    # and `if` around inner loops: numba's loops lost vectorisation with them (measured 10x).
+    _serial = dict(cache=True, fastmath=True, nogil=True)
+
+    @njit(cache=True, inline="always")
+    def _deal(ln, a, b, n, dw):
+        """a[k] = ln[2*dw*k], b[k] = ln[2*dw*k + dw]: n phase columns (source stride dw) dealt
+        alternately to a and b."""
+        pairs = n >> 1
+        # each arm keeps its own tail: with the tail after the branch numba's loops ran 5x slower
+        if dw == 1:
+            for k in range(pairs):
+                a[k] = ln[2 * k]
+                b[k] = ln[2 * k + 1]
+            if n & 1:
+                a[pairs] = ln[2 * pairs]
+        else:
+            for k in range(pairs):
+                a[k] = ln[2 * dw * k]
+                b[k] = ln[2 * dw * k + dw]
+            if n & 1:
+                a[pairs] = ln[2 * dw * pairs]
+
+    @njit(cache=True, inline="always")
+    def _interleave(ev, od, dst, n, dw):
+        """dst[dw*q] = (ev if q is even else od)[q >> 1] for q < n: _deal's inverse."""
+        pairs = n >> 1
+        if dw == 1:
+            for k in range(pairs):
+                dst[2 * k] = ev[k]
+                dst[2 * k + 1] = od[k]
+            if n & 1:
+                dst[2 * pairs] = ev[pairs]
+        else:
+            for k in range(pairs):
+                dst[2 * dw * k] = ev[k]
+                dst[2 * dw * k + dw] = od[k]
+            if n & 1:
+                dst[2 * dw * pairs] = ev[pairs]
+
+    @njit(cache=True)
+    def _toPhases(src, planes, ph, pw, dh, dw):
+        """Place src (H, W), padded by (ph, pw), into parity-split phase planes (dh*dw, 2, 2, rows,
+        half): padded pixel (Y*dh + py, X*dw + px) goes to [py*dw + px, Y & 1, X & 1, Y >> 1, X >> 1].
+        Pixels outside the planes (negative padding crops) are skipped; the rest is left as it is."""
+        h, wd = src.shape
+        rows, half = planes.shape[3], planes.shape[4]
+        rlo, rhi = max(0, -ph), min(h, 2 * rows * dh - ph)
+        for px in range(dw):
+            q0 = (px - pw) % dw                     # first source column of phase px
+            x0 = (q0 + pw) // dw                    # its phase column (negative: cropped)
+            k0 = max(0, -x0)
+            n = max(0, min((wd - q0 + dw - 1) // dw, 2 * half - x0) - k0)
+            xs, c0 = x0 + k0, q0 + k0 * dw
+            for r in range(rlo, rhi):
+                pr = r + ph
+                yy, p = pr // dh, (pr % dh) * dw + px
+                _deal(src[r, c0:], planes[p, yy & 1, xs & 1, yy >> 1, xs >> 1:],
+                      planes[p, yy & 1, 1 - (xs & 1), yy >> 1, (xs + 1) >> 1:], n, dw)
+
+    @njit(**_serial)
+    def winogradInput(x, planes, v, col0, ph, pw, dh, dw, th, tw):
+        """v[:, c, col0 + tile] = B^T d B for every 4x4 input tile d of every map c of one image
+        x (C, H, W) padded by (ph, pw); planes is zeroed (dh*dw, 2, 2, th + 1, tw + 1) scratch
+        (every map writes the same pixels, so its zero border outlives the call)."""
+        half = tw + 1
+        span = th * half
+        rt = np.zeros((4, 2, span + 1), np.float32)     # + 1: the garbage tile reads one past
+        for ci in range(x.shape[0]):
+            _toPhases(x[ci], planes, ph, pw, dh, dw)
+            for p in range(dh * dw):
+                for s in range(2):                      # rows: B^T d, column parity s
+                    ev, od = planes[p, 0, s].ravel(), planes[p, 1, s].ravel()
+                    r0, r1, r2, r3 = ev[:span], od[:span], ev[half:half + span], od[half:half + span]
+                    t0, t1, t2, t3 = rt[0, s], rt[1, s], rt[2, s], rt[3, s]
+                    for k in range(span):
+                        t0[k] = r0[k] - r2[k]
+                        t1[k] = r1[k] + r2[k]
+                        t2[k] = r2[k] - r1[k]
+                        t3[k] = r1[k] - r3[k]
+                base = col0 + p * span
+                for a in range(4):                      # columns: (B^T d) B
+                    e0, e1 = rt[a, 0, :span], rt[a, 0, 1:span + 1]
+                    d0, d1 = rt[a, 1, :span], rt[a, 1, 1:span + 1]
+                    o0, o1 = v[4 * a, ci, base:base + span], v[4 * a + 1, ci, base:base + span]
+                    o2, o3 = v[4 * a + 2, ci, base:base + span], v[4 * a + 3, ci, base:base + span]
+                    for k in range(span):
+                        o0[k] = e0[k] - e1[k]
+                        o1[k] = d0[k] + e1[k]
+                        o2[k] = e1[k] - d0[k]
+                        o3[k] = d0[k] - d1[k]
+
+    @njit(**_serial)
+    def winogradOutput(m, col0, y, bias, dh, dw, th, tw):
+        """y (O, Ho, Wo) of one image = A^T M A of its tiles, columns col0.. of m (16, O, cols), plus
+        bias[o] when bias is not empty; outputs past Ho, Wo are dropped."""
+        o, ho, wo = y.shape
+        half = tw + 1
+        span = th * half
+        rows = np.empty((4, span), np.float32)          # top even, top odd, bottom even, bottom odd
+        te, to, be, bo = rows[0], rows[1], rows[2], rows[3]
+        for oc in range(o):
+            bv = bias[oc] if bias.shape[0] > 0 else np.float32(0.0)
+            for p in range(dh * dw):
+                py, px = p // dw, p % dw
+                count = max(0, (wo - px + dw - 1) // dw)    # phase columns inside Wo
+                base = col0 + p * span
+                m0, m1, m2, m3 = (m[0, oc, base:base + span], m[1, oc, base:base + span],
+                                  m[2, oc, base:base + span], m[3, oc, base:base + span])
+                m4, m5, m6, m7 = (m[4, oc, base:base + span], m[5, oc, base:base + span],
+                                  m[6, oc, base:base + span], m[7, oc, base:base + span])
+                m8, m9, m10, m11 = (m[8, oc, base:base + span], m[9, oc, base:base + span],
+                                    m[10, oc, base:base + span], m[11, oc, base:base + span])
+                m12, m13, m14, m15 = (m[12, oc, base:base + span], m[13, oc, base:base + span],
+                                      m[14, oc, base:base + span], m[15, oc, base:base + span])
+                for k in range(span):
+                    s10 = m4[k] + m5[k] + m6[k]
+                    s11 = m5[k] - m6[k] - m7[k]
+                    s20 = m8[k] + m9[k] + m10[k]
+                    s21 = m9[k] - m10[k] - m11[k]
+                    te[k] = m0[k] + m1[k] + m2[k] + s10 + s20 + bv
+                    to[k] = m1[k] - m2[k] - m3[k] + s11 + s21 + bv
+                    be[k] = s10 - s20 - (m12[k] + m13[k] + m14[k]) + bv
+                    bo[k] = s11 - s21 - (m13[k] - m14[k] - m15[k]) + bv
+                for ty in range(th):
+                    # output rows py + dh*(2ty + j) inside Ho: j < jn
+                    jn = max(0, min(2, (ho - py - 2 * dh * ty + dh - 1) // dh))
+                    for j in range(jn):
+                        _interleave(rows[2 * j, ty * half:ty * half + half], rows[2 * j + 1, ty * half:ty * half + half],
+                                    y[oc, py + dh * (2 * ty + j), px:], count, dw)
+
+
+def applies(wshape, stride, groups):
+    """Whether a conv with weights (O, C/G, kh, kw), this stride and G groups runs through Winograd
+    (forward and backward data): 3x3, stride 1, numba present, and at least MIN_MAPS input and
+    output maps per group."""
+    o, cg = wshape[:2]
+    return (accel.enabled and tuple(wshape[2:]) == (3, 3) and tuple(stride) == (1, 1)
+            and min(cg, o // groups) >= MIN_MAPS)
+
+
+class _Tiles:
+    """How an output (Ho, Wo) with dilation (dh, dw) splits into 2x2 tiles.
+
+    Phase (py, px) holds output rows py, py + dh, ... and columns px, px + dw, ...: at most
+    ceil(Ho/dh) x ceil(Wo/dw), rounded up to th x tw tiles of 2x2 (outputs past Ho, Wo are computed
+    from zeros and dropped). Its input is a phase plane of (2*th + 2, 2*tw + 2) padded pixels.
+    T = dh*dw*th*(tw + 1) tiles per image, one garbage tile per tile row (see the kernels); tile
+    (p, ty, tx) is column (p*th + ty)*(tw + 1) + tx of V and M. Input phase planes are stored split
+    by row and column parity: (dh*dw, 2, 2, th + 1, tw + 1)."""
+
+    def __init__(self, outsize, dilation):
+        self.ho, self.wo = outsize
+        self.dh, self.dw = dilation
+        self.th = ceilDiv(ceilDiv(self.ho, self.dh), 2)
+        self.tw = ceilDiv(ceilDiv(self.wo, self.dw), 2)
+        self.t = self.dh * self.dw * self.th * (self.tw + 1)
+
+    def planes(self):
+        """Zeroed input phase planes: (2*th + 2) x (2*tw + 2) pixels each, a tile's 4x4 reach."""
+        return np.zeros((self.dh * self.dw, 2, 2, self.th + 1, self.tw + 1), np.float32)
+
+    def chunk(self, n, maps):
+        """Images per chunk: `maps` maps of 16 x T floats per image fit CHUNK_BYTES (1 to n)."""
+        return max(1, min(n, CHUNK_BYTES // (64 * maps * self.t)))
+
+
+def kernelTransform(W, groups):
+    """U (16, G, O/G, C/G) = G g G^T of every 3x3 kernel g of W (O, C/G, 3, 3), element e = 4a + b."""
+    o, cg = W.shape[:2]
+    u = np.einsum("ai,ocij,bj->aboc", _G, np.asarray(W, dtype=np.float32), _G, optimize=True)
+    return np.ascontiguousarray(u.reshape(16, groups, o // groups, cg), dtype=np.float32)
+
+
+def conv2d(x, W, b, pad, dilation, groups):
+    """Stride-1 3x3 correlation y (N, O, Ho, Wo) of x (N, C, H, W); b (1, O, 1, 1) or None."""
+    n, c, h, w = x.shape
+    o = W.shape[0]
+    ho, wo = windowOutSize(h, 3, 1, pad[0], dilation[0]), windowOutSize(w, 3, 1, pad[1], dilation[1])
+    y = new((n, o, ho, wo))
+    if n == 0 or ho <= 0 or wo <= 0:
+        return host(y)
+    tiles = _Tiles((ho, wo), dilation)
+    u = kernelTransform(W, groups)
+    x = np.ascontiguousarray(np.asarray(x))
+    bias = np.empty(0, np.float32) if b is None else np.asarray(b, dtype=np.float32).reshape(-1)
+    k = tiles.chunk(n, c + o)
+    cg, og = c // groups, o // groups
+
+    def piece(t, lo, hi):
+        planes = tiles.planes()
+        v = np.empty((16, c, k * tiles.t), np.float32)
+        m = np.empty((16, o, k * tiles.t), np.float32)
+        for s in range(lo, hi, k):
+            e = min(hi, s + k)
+            cols = (e - s) * tiles.t
+            for i in range(s, e):
+                winogradInput(x[i], planes, v, (i - s) * tiles.t, pad[0], pad[1], tiles.dh, tiles.dw,
+                              tiles.th, tiles.tw)
+            # M[e] = U[e] @ V[e] for each element e and group: (16, G) GEMMs of (O/G, C/G) @ (C/G, cols)
+            np.matmul(u, v[:, :, :cols].reshape(16, groups, cg, cols),
+                      out=m[:, :, :cols].reshape(16, groups, og, cols))
+            for i in range(s, e):
+                winogradOutput(m, (i - s) * tiles.t, y[i], bias, tiles.dh, tiles.dw, tiles.th, tiles.tw)
+
+    overBatch(n, piece)
+    return host(y)
+
+
+def flippedTransposed(W, groups):
+    """W' (C, O/G, 3, 3) with W'[g*C/G + c, o] = W[g*O/G + o, c] rotated 180 degrees: the kernel whose
+    correlation with dy is the input gradient."""
+    o, cg = W.shape[:2]
+    wg = np.asarray(W).reshape(groups, o // groups, cg, 3, 3)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4).reshape(groups * cg, o // groups, 3, 3))
+
+
+def conv2dBackwardData(dy, W, inshape, pad, dilation, groups):
+    """dx (N, C, H, W) for conv2d's output gradient dy: a stride-1 correlation of dy with the flipped,
+    transposed kernel, padded by 2*dilation - pad."""
+    back = (2 * dilation[0] - pad[0], 2 * dilation[1] - pad[1])
+    dx = conv2d(dy, flippedTransposed(W, groups), None, back, dilation, groups)
+    if dx.shape != tuple(inshape):
+        raise ValueError("conv2dBackwardData: dy of shape %s does not come from an input of shape %s"
+                         % (tuple(dy.shape), tuple(inshape)))
+    return dx
