@@ -36,7 +36,7 @@ import numpy as np
 
 from minidl.backend.numpy import accel
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.gemm import overBatch
+from minidl.backend.numpy.gemm import overBatch, parts
 from minidl.shapes import ceilDiv, windowOutSize
 
 # G (4x3): the kernel transform U = G g G^T
@@ -248,10 +248,11 @@ def conv2d(x, W, b, pad, dilation, groups):
     k = tiles.chunk(n, c + o)
     cg, og = c // groups, o // groups
 
+    # per-thread V and M from the workspace pool (reused across calls, like im2col's columns)
+    vs, ms = new((parts(n), 16, c, k * tiles.t)), new((parts(n), 16, o, k * tiles.t))
+
     def piece(t, lo, hi):
-        planes = tiles.planes()
-        v = np.empty((16, c, k * tiles.t), np.float32)
-        m = np.empty((16, o, k * tiles.t), np.float32)
+        planes, v, m = tiles.planes(), vs[t], ms[t]
         for s in range(lo, hi, k):
             e = min(hi, s + k)
             cols = (e - s) * tiles.t
