@@ -101,11 +101,12 @@ if accel.enabled:
 
     @njit(cache=True)
     def _toPhases(src, planes, ph, pw, dh, dw):
-        """Place src (H, W), padded by (ph, pw), into parity-split phase planes (dh*dw, 2, 2, rows,
-        half): padded pixel (Y*dh + py, X*dw + px) goes to [py*dw + px, Y & 1, X & 1, Y >> 1, X >> 1].
-        Pixels outside the planes (negative padding crops) are skipped; the rest is left as it is."""
+        """Place src (H, W), padded by (ph, pw), into parity-split phase planes stacked by phase,
+        (2, 2, dh*dw*rows, half): padded pixel (Y*dh + py, X*dw + px) goes to
+        [Y & 1, X & 1, (py*dw + px)*rows + (Y >> 1), X >> 1]. Pixels outside the planes (negative
+        padding crops) are skipped; the rest is left as it is."""
         h, wd = src.shape
-        rows, half = planes.shape[3], planes.shape[4]
+        rows, half = planes.shape[2] // (dh * dw), planes.shape[3]
         rlo, rhi = max(0, -ph), min(h, 2 * rows * dh - ph)
         for px in range(dw):
             q0 = (px - pw) % dw                     # first source column of phase px
@@ -115,41 +116,40 @@ if accel.enabled:
             xs, c0 = x0 + k0, q0 + k0 * dw
             for r in range(rlo, rhi):
                 pr = r + ph
-                yy, p = pr // dh, (pr % dh) * dw + px
-                _deal(src[r, c0:], planes[p, yy & 1, xs & 1, yy >> 1, xs >> 1:],
-                      planes[p, yy & 1, 1 - (xs & 1), yy >> 1, (xs + 1) >> 1:], n, dw)
+                yy = pr // dh
+                row = ((pr % dh) * dw + px) * rows + (yy >> 1)
+                _deal(src[r, c0:], planes[yy & 1, xs & 1, row, xs >> 1:],
+                      planes[yy & 1, 1 - (xs & 1), row, (xs + 1) >> 1:], n, dw)
 
     @njit(**_serial)
     def winogradInput(x, planes, v, col0, ph, pw, dh, dw, th, tw):
         """v[:, c, col0 + tile] = B^T d B for every 4x4 input tile d of every map c of one image
-        x (C, H, W) padded by (ph, pw); planes is zeroed (dh*dw, 2, 2, th + 1, tw + 1) scratch
+        x (C, H, W) padded by (ph, pw); planes is zeroed (2, 2, dh*dw*(th + 1), tw + 1) scratch
         (every map writes the same pixels, so its zero border outlives the call)."""
         half = tw + 1
-        span = th * half
-        rt = np.zeros((4, 2, span + 1), np.float32)     # + 1: the garbage tile reads one past
+        span = (dh * dw * (th + 1) - 1) * half          # all tiles of all phases, one flat run
+        rt = np.zeros((4, 2, span + 1), np.float32)     # + 1: the last garbage tile reads one past
         for ci in range(x.shape[0]):
             _toPhases(x[ci], planes, ph, pw, dh, dw)
-            for p in range(dh * dw):
-                for s in range(2):                      # rows: B^T d, column parity s
-                    ev, od = planes[p, 0, s].ravel(), planes[p, 1, s].ravel()
-                    r0, r1, r2, r3 = ev[:span], od[:span], ev[half:half + span], od[half:half + span]
-                    t0, t1, t2, t3 = rt[0, s], rt[1, s], rt[2, s], rt[3, s]
-                    for k in range(span):
-                        t0[k] = r0[k] - r2[k]
-                        t1[k] = r1[k] + r2[k]
-                        t2[k] = r2[k] - r1[k]
-                        t3[k] = r1[k] - r3[k]
-                base = col0 + p * span
-                for a in range(4):                      # columns: (B^T d) B
-                    e0, e1 = rt[a, 0, :span], rt[a, 0, 1:span + 1]
-                    d0, d1 = rt[a, 1, :span], rt[a, 1, 1:span + 1]
-                    o0, o1 = v[4 * a, ci, base:base + span], v[4 * a + 1, ci, base:base + span]
-                    o2, o3 = v[4 * a + 2, ci, base:base + span], v[4 * a + 3, ci, base:base + span]
-                    for k in range(span):
-                        o0[k] = e0[k] - e1[k]
-                        o1[k] = d0[k] + e1[k]
-                        o2[k] = e1[k] - d0[k]
-                        o3[k] = d0[k] - d1[k]
+            for s in range(2):                          # rows: B^T d, column parity s
+                ev, od = planes[0, s].ravel(), planes[1, s].ravel()
+                r0, r1, r2, r3 = ev[:span], od[:span], ev[half:half + span], od[half:half + span]
+                t0, t1, t2, t3 = rt[0, s], rt[1, s], rt[2, s], rt[3, s]
+                for k in range(span):
+                    t0[k] = r0[k] - r2[k]
+                    t1[k] = r1[k] + r2[k]
+                    t2[k] = r2[k] - r1[k]
+                    t3[k] = r1[k] - r3[k]
+            for a in range(4):                          # columns: (B^T d) B
+                e0, e1 = rt[a, 0, :span], rt[a, 0, 1:span + 1]
+                d0, d1 = rt[a, 1, :span], rt[a, 1, 1:span + 1]
+                o0, o1 = v[4 * a, ci, col0:col0 + span], v[4 * a + 1, ci, col0:col0 + span]
+                o2, o3 = v[4 * a + 2, ci, col0:col0 + span], v[4 * a + 3, ci, col0:col0 + span]
+                for k in range(span):
+                    o0[k] = e0[k] - e1[k]
+                    o1[k] = d0[k] + e1[k]
+                    o2[k] = e1[k] - d0[k]
+                    o3[k] = d0[k] - d1[k]
 
     @njit(**_serial)
     def winogradOutput(m, col0, y, bias, dh, dw, th, tw):
@@ -157,37 +157,37 @@ if accel.enabled:
         bias[o] when bias is not empty; outputs past Ho, Wo are dropped."""
         o, ho, wo = y.shape
         half = tw + 1
-        span = th * half
+        span = (dh * dw * (th + 1) - 1) * half          # as winogradInput's
         rows = np.empty((4, span), np.float32)          # top even, top odd, bottom even, bottom odd
         te, to, be, bo = rows[0], rows[1], rows[2], rows[3]
         for oc in range(o):
             bv = bias[oc] if bias.shape[0] > 0 else np.float32(0.0)
+            m0, m1, m2, m3 = (m[0, oc, col0:col0 + span], m[1, oc, col0:col0 + span],
+                              m[2, oc, col0:col0 + span], m[3, oc, col0:col0 + span])
+            m4, m5, m6, m7 = (m[4, oc, col0:col0 + span], m[5, oc, col0:col0 + span],
+                              m[6, oc, col0:col0 + span], m[7, oc, col0:col0 + span])
+            m8, m9, m10, m11 = (m[8, oc, col0:col0 + span], m[9, oc, col0:col0 + span],
+                                m[10, oc, col0:col0 + span], m[11, oc, col0:col0 + span])
+            m12, m13, m14, m15 = (m[12, oc, col0:col0 + span], m[13, oc, col0:col0 + span],
+                                  m[14, oc, col0:col0 + span], m[15, oc, col0:col0 + span])
+            for k in range(span):
+                s10 = m4[k] + m5[k] + m6[k]
+                s11 = m5[k] - m6[k] - m7[k]
+                s20 = m8[k] + m9[k] + m10[k]
+                s21 = m9[k] - m10[k] - m11[k]
+                te[k] = m0[k] + m1[k] + m2[k] + s10 + s20 + bv
+                to[k] = m1[k] - m2[k] - m3[k] + s11 + s21 + bv
+                be[k] = s10 - s20 - (m12[k] + m13[k] + m14[k]) + bv
+                bo[k] = s11 - s21 - (m13[k] - m14[k] - m15[k]) + bv
             for p in range(dh * dw):
                 py, px = p // dw, p % dw
                 count = max(0, (wo - px + dw - 1) // dw)    # phase columns inside Wo
-                base = col0 + p * span
-                m0, m1, m2, m3 = (m[0, oc, base:base + span], m[1, oc, base:base + span],
-                                  m[2, oc, base:base + span], m[3, oc, base:base + span])
-                m4, m5, m6, m7 = (m[4, oc, base:base + span], m[5, oc, base:base + span],
-                                  m[6, oc, base:base + span], m[7, oc, base:base + span])
-                m8, m9, m10, m11 = (m[8, oc, base:base + span], m[9, oc, base:base + span],
-                                    m[10, oc, base:base + span], m[11, oc, base:base + span])
-                m12, m13, m14, m15 = (m[12, oc, base:base + span], m[13, oc, base:base + span],
-                                      m[14, oc, base:base + span], m[15, oc, base:base + span])
-                for k in range(span):
-                    s10 = m4[k] + m5[k] + m6[k]
-                    s11 = m5[k] - m6[k] - m7[k]
-                    s20 = m8[k] + m9[k] + m10[k]
-                    s21 = m9[k] - m10[k] - m11[k]
-                    te[k] = m0[k] + m1[k] + m2[k] + s10 + s20 + bv
-                    to[k] = m1[k] - m2[k] - m3[k] + s11 + s21 + bv
-                    be[k] = s10 - s20 - (m12[k] + m13[k] + m14[k]) + bv
-                    bo[k] = s11 - s21 - (m13[k] - m14[k] - m15[k]) + bv
                 for ty in range(th):
                     # output rows py + dh*(2ty + j) inside Ho: j < jn
                     jn = max(0, min(2, (ho - py - 2 * dh * ty + dh - 1) // dh))
+                    at = (p * (th + 1) + ty) * half
                     for j in range(jn):
-                        _interleave(rows[2 * j, ty * half:ty * half + half], rows[2 * j + 1, ty * half:ty * half + half],
+                        _interleave(rows[2 * j, at:at + half], rows[2 * j + 1, at:at + half],
                                     y[oc, py + dh * (2 * ty + j), px:], count, dw)
 
 
@@ -205,21 +205,23 @@ class _Tiles:
 
     Phase (py, px) holds output rows py, py + dh, ... and columns px, px + dw, ...: at most
     ceil(Ho/dh) x ceil(Wo/dw), rounded up to th x tw tiles of 2x2 (outputs past Ho, Wo are computed
-    from zeros and dropped). Its input is a phase plane of (2*th + 2, 2*tw + 2) padded pixels.
-    T = dh*dw*th*(tw + 1) tiles per image, one garbage tile per tile row (see the kernels); tile
-    (p, ty, tx) is column (p*th + ty)*(tw + 1) + tx of V and M. Input phase planes are stored split
-    by row and column parity: (dh*dw, 2, 2, th + 1, tw + 1)."""
+    from zeros and dropped). Its input is a phase plane of (2*th + 2, 2*tw + 2) padded pixels,
+    stored split by row and column parity with the phases stacked: (2, 2, dh*dw*(th + 1), tw + 1).
+    The kernels run over all phases as one flat run of tile rows, so each tile row carries one
+    garbage tile and each phase but the last one garbage tile row (the tile row that would start
+    at its spare last row): T = (dh*dw*(th + 1) - 1)*(tw + 1) tiles per image, tile (p, ty, tx) at
+    column (p*(th + 1) + ty)*(tw + 1) + tx of V and M."""
 
     def __init__(self, outsize, dilation):
         self.ho, self.wo = outsize
         self.dh, self.dw = dilation
         self.th = ceilDiv(ceilDiv(self.ho, self.dh), 2)
         self.tw = ceilDiv(ceilDiv(self.wo, self.dw), 2)
-        self.t = self.dh * self.dw * self.th * (self.tw + 1)
+        self.t = (self.dh * self.dw * (self.th + 1) - 1) * (self.tw + 1)
 
     def planes(self):
         """Zeroed input phase planes: (2*th + 2) x (2*tw + 2) pixels each, a tile's 4x4 reach."""
-        return np.zeros((self.dh * self.dw, 2, 2, self.th + 1, self.tw + 1), np.float32)
+        return np.zeros((2, 2, self.dh * self.dw * (self.th + 1), self.tw + 1), np.float32)
 
     def chunk(self, n, maps):
         """Images per chunk: `maps` maps of 16 x T floats per image fit CHUNK_BYTES (1 to n)."""
