@@ -3,11 +3,10 @@
 Stride-1 3x3 convs with enough maps per group go through Winograd F(2x2, 3x3) (winograd.py) for
 the forward and input-gradient passes when numba is present. Otherwise general conv is im2col +
 GEMM, groups a batch dimension of the GEMM. With numba the GEMM threads go image by image (im2col
--> GEMM -> output, see below). Without it, the im2col matrix is a strided *view* of the padded input,
-materialised once by the reshape that feeds one batched matmul, and the
-backward-data pass scatters columns back with one vectorised add per kernel
-tap. Pointwise (1x1, stride 1, pad 0, groups 1) is GEMMs over the batch with no
-im2col at all (gemm.batchLeft / batchGram).
+-> GEMM -> output, see below). Without it, the im2col matrix is a strided *view* of the padded
+input, materialised once by the reshape that feeds one batched matmul, and the backward-data pass
+scatters columns back with one vectorised add per kernel tap. Pointwise (1x1, stride 1, pad 0,
+groups 1) is GEMMs over the batch with no im2col at all (gemm.batchLeft / batchGram).
 """
 
 import numpy as np
