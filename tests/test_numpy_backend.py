@@ -214,11 +214,18 @@ WINOGRAD_CASES = [
 
 
 @pytest.fixture
-def winogradEverywhere(monkeypatch):
-    """Route every stride-1 3x3 conv of the NumPy backend through Winograd, and count the calls."""
-    import minidl.backend.numpy.winograd as wmod
+def winograd():
+    """The Winograd module, or a skip where numba is not in use (no Winograd path then)."""
     if not accel.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no Winograd path")
+    import minidl.backend.numpy.winograd as wmod
+    return wmod
+
+
+@pytest.fixture
+def winogradEverywhere(monkeypatch, winograd):
+    """Route every stride-1 3x3 conv of the NumPy backend through Winograd, and count the calls."""
+    wmod = winograd
     monkeypatch.setattr(wmod, "MIN_MAPS", 1)
     calls = []
     real = wmod.conv2d
@@ -251,12 +258,10 @@ def test_winograd_conv_gradients_match_finite_differences(winogradEverywhere):
     assert winogradEverywhere
 
 
-def test_winograd_threshold_and_im2col_agree(monkeypatch):
+def test_winograd_threshold_and_im2col_agree(monkeypatch, winograd):
     """At the real threshold, a 32 -> 32 conv takes Winograd and equals the im2col path; grouped convs
     with fewer maps per group, other strides and other kernel sizes stay on im2col."""
-    import minidl.backend.numpy.winograd as wmod
-    if not accel.enabled:
-        pytest.skip("numba not installed (or MINIDL_NUMBA=0): no Winograd path")
+    wmod = winograd
     assert wmod.applies((32, 32, 3, 3), (1, 1), 1)
     assert not wmod.applies((64, 16, 3, 3), (1, 1), 4)
     assert not wmod.applies((32, 32, 3, 3), (2, 2), 1)
