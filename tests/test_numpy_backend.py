@@ -111,6 +111,33 @@ def test_im2col_conv_matches_numpy_path(numbaAndNumpy):
     assertClose(df, ds, 1e-5, 1e-5, "backward data")
 
 
+WGRAD_CASES = [
+    # (x shape, W shape, stride, groups, whether dy^T is copied before the GEMM)
+    ("small_groups_wide", (3, 16, 6, 7), (8, 8, 3, 3), 1, 2, True),
+    ("small_groups_narrow", (3, 16, 7, 6), (8, 8, 3, 3), 2, 2, True),
+    ("many_maps", (2, 8, 5, 6), (40, 8, 3, 3), 1, 1, False),
+    ("few_rows", (3, 3, 6, 5), (16, 3, 3, 3), 1, 1, False),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,stride,groups,copies", WGRAD_CASES, ids=[c[0] for c in WGRAD_CASES])
+def test_conv_weight_and_bias_gradients_against_naive_loops(name, xs, ws, stride, groups, copies):
+    """conv2dBackwardParams on both of its GEMM orientations (dy^T copied or not), accumulating onto
+    existing values, against the naive loops."""
+    from minidl.backend.numpy.conv import SMALL_GROUP, _Geometry
+    from reference import naiveConv2d
+    geo = _Geometry(xs, ws, (stride, stride), (1, 1), (1, 1), groups)
+    assert (geo.og <= SMALL_GROUP and geo.k >= 64) == copies, "the case no longer takes the path it names"
+    x = np.random.randn(*xs).astype(np.float32)
+    W = np.random.randn(*ws).astype(np.float32)
+    dy = np.random.randn(xs[0], ws[0], geo.ho, geo.wo).astype(np.float32)
+    _, _, dW, db = naiveConv2d(x, W, None, stride, 1, 1, groups, dy=dy)
+    wg, bg = np.ones_like(W), np.ones((1, ws[0], 1, 1), np.float32)
+    nb.conv2dBackwardParams(x, dy, wg, bg, (stride, stride), (1, 1), (1, 1), groups)
+    assertClose(wg, dW + 1, 1e-4, 1e-4, "weight gradient")
+    assertClose(bg, db + 1, 1e-4, 1e-4, "bias gradient")
+
+
 @pytest.mark.parametrize("order", ["channel-major", "image-major"])
 @pytest.mark.parametrize("useBatchStats", [True, False], ids=["train", "eval"])
 def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, monkeypatch, useBatchStats, order):
