@@ -18,8 +18,9 @@ from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul, overBatch, p
 from minidl.shapes import windowOutSize
 
 _EMPTY = np.empty(0, dtype=np.float32)
-# most output maps per group for which the weight gradient may copy dy^T before its GEMM (see there)
-SMALL_GROUP = 16
+# the weight gradient copies dy^T row-major before its GEMM for groups of at most SMALL_GROUP output
+# maps with at least COPY_MIN_ROWS column rows (see _Geometry.copyGradT)
+SMALL_GROUP, COPY_MIN_ROWS = 16, 64
 
 
 def dense(a):
@@ -114,6 +115,10 @@ class _Geometry:
         # conv3x3, grouped and dilated cases), a loss for the MobileNets' 3-channel stem (27 to 16)
         self.wide = tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
         self.lw = self.ho * (self.w + 2 * pad[1]) if self.wide else self.l
+        # measured (weight gradient, cols @ dy^T): with both operands row-major OpenBLAS ran 1.4x
+        # faster for 16 maps and 144 rows (48 vs 66 us per image, the copy included); for 32 maps
+        # or more it gained nothing, and MobileNet's stem (16 maps, 27 rows) lost 8% to the copy
+        self.copyGradT = self.og <= SMALL_GROUP and self.k >= COPY_MIN_ROWS
         # the numba kernel pair and its trailing arguments, chosen once (the NumPy path uses neither)
         if not accel.enabled:
             self.kernels, self.args = None, ()
@@ -235,17 +240,14 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
         return
     x, cols = dense(x), geo.scratch(geo.k)
     grads = geo.outputScratch(zero=True)
-    copyT = geo.og <= SMALL_GROUP and geo.k >= 64
-    gradsT = new((parts(geo.n), groups, geo.lw, geo.og)) if copyT else None
+    gradsT = new((parts(geo.n), groups, geo.lw, geo.og)) if geo.copyGradT else None
     ones = np.ones(geo.l, np.float32)
 
     def piece(t, lo, hi):
         # each thread sums its images' products into its own transposed (G, K, O/G); the bias
         # gradient too. Transposed because OpenBLAS ran cols @ dy^T 1.3-1.6x faster than
-        # dy @ cols^T on these shapes (the transposed operand is then the small one). With few maps
-        # per group and many column rows dy^T is copied first: with both operands row-major the
-        # product ran 1.4x faster for 16 maps and 144 rows (48 vs 66 us per image, copy included);
-        # for 32 maps or more it gained nothing, and MobileNet's stem (16 maps, 27 rows) lost 8%.
+        # dy @ cols^T on these shapes (the transposed operand is then the small one); dy^T is
+        # copied row-major first where that measured faster (geo.copyGradT).
         acc, tmp = np.zeros((groups, geo.k, geo.og), np.float32), np.empty((groups, geo.k, geo.og), np.float32)
         bacc, btmp = np.zeros(geo.o, np.float32), np.empty(geo.o, np.float32)
         for i in range(lo, hi):
