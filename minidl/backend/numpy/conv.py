@@ -259,7 +259,9 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
             np.matmul(cols[t], g, out=tmp)
             acc += tmp
             if bgrad is not None:
-                # a matrix-vector product: numpy's row sums took 12 us per image of 64 16x16 maps
+                # a matrix-vector product: numpy's row sums took 12 us per image of 64 16x16 maps.
+                # Here, not in one accBiasGrad pass after the loop, as dy[i] is in cache now
+                # (measured: that pass made the grouped case's weight gradient 1.63 -> 1.72 ms)
                 np.matmul(dy[i].reshape(geo.o, geo.l), ones, out=btmp)
                 bacc += btmp
         return acc, bacc
