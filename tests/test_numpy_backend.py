@@ -7,7 +7,7 @@ import pytest
 
 import minidl.backend.numpy as nb
 from gradcheck import assertClose
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import accel, depthwiseflat
 from minidl.backend.numpy.array import Workspace
 
 
@@ -49,6 +49,14 @@ CONV_CASES = [
     # planes large enough that a channel splits into several blocks of images, the last one partial
     ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
+    # small maps at stride 1 with "same" padding take the flat kernels (depthwiseflat.py): 1x1 maps
+    # (every tap but the centre reads padding), channels split into blocks with a partial last one,
+    # kernels with unequal sides, dilation
+    ("dw_flat_1x1", (2, 3, 1, 1), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ("dw_flat_blocks", (3, 300, 4, 4), (300, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
+    ("dw_flat_3x5_d", (2, 3, 9, 9), (3, 1, 3, 5), (1, 1), (3, 4), (3, 2)),
+    ("dw_flat_1x3", (2, 4, 3, 6), (4, 1, 1, 3), (1, 1), (0, 1), (1, 1)),
+    ("dw_flat_5x5", (2, 7, 5, 6), (7, 1, 5, 5), (1, 1), (2, 2), (1, 1)),
 ]
 
 
@@ -73,6 +81,8 @@ def _copy(r):
 
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, name, xs, ws, stride, pad, dil):
+    flat = depthwiseflat.applies(xs, np.empty(ws), stride, pad, dil)
+    assert flat == (name == "dw" or name.startswith("dw_flat")), "the case no longer takes the kernels it names"
     x = np.random.randn(*xs).astype(np.float32)
     W = np.random.randn(*ws).astype(np.float32)
     b = np.random.randn(1, ws[0], 1, 1).astype(np.float32)

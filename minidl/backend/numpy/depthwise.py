@@ -10,7 +10,7 @@ input channel c (channel multiplier M).
 
 import numpy as np
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import accel, depthwiseflat
 from minidl.backend.numpy.array import host, new
 from minidl.backend.numpy.conv import accBiasGrad, addBias, dense, flatOrEmpty, outSize, padded, tapSlice, unpadded
 
@@ -26,10 +26,18 @@ def _hyper(stride, pad, dilation):
     return stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1]
 
 
+def _flatHyper(pad, dilation):
+    return pad[0], pad[1], dilation[0], dilation[1], accel.parallelChunks()
+
+
 def depthwiseConv2d(x, W, b, stride, pad, dilation):
     n = x.shape[0]
     c, m, kh, kw = _geometry(x.shape, W)
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
+    if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
+        y = new(tuple(x.shape))
+        depthwiseflat.flatTaps(dense(x), dense(W), flatOrEmpty(b), y, False, *_flatHyper(pad, dilation))
+        return host(y)
     if accel.enabled:
         y = new((n, c * m, ho, wo))
         accel.depthwiseForward(dense(x), dense(W), flatOrEmpty(b), y, *_hyper(stride, pad, dilation),
@@ -54,6 +62,10 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     n, _, h, wd = inshape
     c, m, kh, kw = _geometry(inshape, W)
     ho, wo = dy.shape[2:]
+    if depthwiseflat.applies(inshape, W, stride, pad, dilation):
+        dx = new(tuple(inshape))
+        depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True, *_flatHyper(pad, dilation))
+        return host(dx)
     if accel.enabled:
         dx = new(tuple(inshape))
         accel.depthwiseBackwardData(dense(dy), dense(W), dx, *_hyper(stride, pad, dilation), accel.parallelChunks())
@@ -75,6 +87,11 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     n = x.shape[0]
     c, m, kh, kw = _geometry(x.shape, wgrad)
     ho, wo = dy.shape[2:]
+    if depthwiseflat.applies(x.shape, wgrad, stride, pad, dilation):
+        # no input gradient wanted: dy stands in for dx, which is never written
+        depthwiseflat.flatBackward(dense(x), dense(dy), np.asarray(wgrad), dense(dy), np.asarray(wgrad),
+                                   flatOrEmpty(bgrad), False, *_flatHyper(pad, dilation))
+        return
     if accel.enabled:
         accel.depthwiseBackwardParams(dense(x), dense(dy), np.asarray(wgrad), flatOrEmpty(bgrad),
                                       *_hyper(stride, pad, dilation))
@@ -93,6 +110,11 @@ def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
     c, m, kh, kw = _geometry(x.shape, W)
     # "same" padding lets one gather of dy serve both passes (accel.depthwiseBackward)
     same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
+    if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
+        dx = new(tuple(x.shape))
+        depthwiseflat.flatBackward(dense(x), dense(dy), dense(W), dx, np.asarray(wgrad), flatOrEmpty(bgrad), True,
+                                   *_flatHyper(pad, dilation))
+        return host(dx)
     if accel.enabled and same:
         dx = new(tuple(x.shape))
         accel.depthwiseBackward(dense(x), dense(dy), dense(W), dx, np.asarray(wgrad), flatOrEmpty(bgrad),
