@@ -35,7 +35,7 @@ def depthwiseConv2d(x, W, b, stride, pad, dilation):
     c, m, kh, kw = _geometry(x.shape, W)
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
     if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
-        y = new(tuple(x.shape))
+        y = new((n, c, ho, wo))
         depthwiseflat.flatTaps(dense(x), dense(W), flatOrEmpty(b), y, False, *_flatHyper(pad, dilation))
         return host(y)
     if accel.enabled:
@@ -64,7 +64,11 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     ho, wo = dy.shape[2:]
     if depthwiseflat.applies(inshape, W, stride, pad, dilation):
         dx = new(tuple(inshape))
-        depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True, *_flatHyper(pad, dilation))
+        if stride == (1, 1):
+            depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True, *_flatHyper(pad, dilation))
+        else:   # dx stands in for x, which only the weight gradient reads
+            depthwiseflat.flatBackward(dx, dense(dy), dense(W), dx, np.asarray(W), flatOrEmpty(None), True, False,
+                                       *_flatHyper(pad, dilation))
         return host(dx)
     if accel.enabled:
         dx = new(tuple(inshape))
@@ -88,9 +92,9 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     c, m, kh, kw = _geometry(x.shape, wgrad)
     ho, wo = dy.shape[2:]
     if depthwiseflat.applies(x.shape, wgrad, stride, pad, dilation):
-        # no input gradient wanted: dy stands in for dx, which is never written
-        depthwiseflat.flatBackward(dense(x), dense(dy), np.asarray(wgrad), dense(dy), np.asarray(wgrad),
-                                   flatOrEmpty(bgrad), False, *_flatHyper(pad, dilation))
+        # no input gradient wanted: x stands in for dx, which is never written
+        depthwiseflat.flatBackward(dense(x), dense(dy), np.asarray(wgrad), dense(x), np.asarray(wgrad),
+                                   flatOrEmpty(bgrad), False, True, *_flatHyper(pad, dilation))
         return
     if accel.enabled:
         accel.depthwiseBackwardParams(dense(x), dense(dy), np.asarray(wgrad), flatOrEmpty(bgrad),
@@ -113,7 +117,7 @@ def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
     if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
         dx = new(tuple(x.shape))
         depthwiseflat.flatBackward(dense(x), dense(dy), dense(W), dx, np.asarray(wgrad), flatOrEmpty(bgrad), True,
-                                   *_flatHyper(pad, dilation))
+                                   True, *_flatHyper(pad, dilation))
         return host(dx)
     if accel.enabled and same:
         dx = new(tuple(x.shape))

@@ -1,25 +1,29 @@
-"""numba kernels for depthwise convolution on small maps: the "flat" form (optional, as accel.py).
+"""numba kernels for depthwise convolution in the "flat" form (optional, as accel.py).
 
-Applies to stride 1, multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), on
-maps of at most FLAT_MAX_PLANE pixels; depthwise.py picks it, and accel.py's tall-block kernels
-take every other case.
+Applies to multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), at stride 1
+on maps of at most FLAT_MAX_PLANE pixels and at stride 2 on maps of even height; depthwise.py
+picks it, and accel.py's tall-block kernels take every other case.
 
 Why: the tall-block kernels copy every image row into a padded scratch and back out. On 8x8
 maps those are 8-float copies, and their per-copy overhead (~10 ns in numba) was most of the
 time: MobileNetV1's 64x256x8x8 backward took 3.0 ms inside a training step, PyTorch 1.6.
 
-The flat form copies nothing. A block of B channels of one image is one contiguous run of
-L = B*H*W floats in NCHW, and for "same" padding at stride 1 output pixel p reads input p + off
-for tap t, off = (i*dh - ph)*W + (j*dw - pw): one constant offset for the whole run. Reads that
-fall in the zero padding (off the side of a row, or above or below the plane, which in the run
-is the neighbouring channel) are cancelled by zeros in "expanded" weights: per tap, an L-float
-array holding the channel's weight where the read is valid and 0 where it is not. So each tap is
-one long vector loop reading x and writing y in place, and the expanded weights are built once
-per block and reused for every image.
+The flat form copies no rows. A block of B channels of one image is one contiguous run of
+L = B*H*W floats in NCHW. At stride 1 with "same" padding, output pixel P reads input P + off for
+tap (i, j), off = (i*dh - ph)*W + (j*dw - pw): one constant offset for the whole run. At stride 2
+the outputs are laid out "wide" (H/2 rows of W, the columns past Wo unused), so that wide output P
+reads input 2P + off; splitting the run once into its even and odd positions (the "phases") turns
+that into a constant offset into one phase. Reads that fall in the zero padding (off the side of
+a row, or above or below the plane, which in the run is the neighbouring channel) are cancelled by
+zeros in "expanded" weights: per tap, an array over the outputs holding the channel's weight
+where the read is valid and 0 where it is not. The phases carry zero margins, so no read needs a
+bounds check. Each tap is one long vector loop, and the expanded weights are built once per block
+and reused for every image.
 
-Not supported here (depthwise.py routes them to accel.py): strides, multipliers, other padding,
-large maps (there the tall blocks win: 32x32 maps ran 20% slower flat, as each image's block is
-a single plane). Under fastmath, like the other kernels, a non-finite input may also turn a
+Not supported here: multipliers, other padding, other strides, odd heights at stride 2, and
+stride 1 on large maps, where the tall blocks' backward wins (24x24 ran 20% slower flat: the
+weight gradient's per-pixel products are written per image where the tall blocks' dot products
+stay in registers). Under fastmath, like the other kernels, a non-finite input may also turn a
 neighbouring output pixel non-finite (0 * inf), where an exact convolution would not.
 """
 
@@ -27,7 +31,8 @@ import numpy as np
 
 from minidl.backend.numpy import accel
 
-# largest map (H*W) the flat form takes; measured faster through 16x16, slower at 32x32
+# largest map (H*W) the flat form takes at stride 1: measured faster through 16x16, slower from
+# 24x24 on (its backward); at stride 2 it was faster on every size measured, up to 112x112
 FLAT_MAX_PLANE = 256
 # floats per channel block: its expanded weights (kh*kw*L) stay in the core's L2 cache
 FLAT_BLOCK = 2048
@@ -37,7 +42,8 @@ def applies(inshape, W, stride, pad, dilation):
     """Whether the flat kernels take this depthwise convolution."""
     c, h, wd = inshape[1], inshape[2], inshape[3]
     kh, kw = W.shape[2], W.shape[3]
-    return (accel.enabled and W.shape[0] == c and stride == (1, 1) and h * wd <= FLAT_MAX_PLANE
+    strideOk = (stride == (1, 1) and h * wd <= FLAT_MAX_PLANE) or (stride == (2, 2) and h % 2 == 0)
+    return (accel.enabled and W.shape[0] == c and strideOk
             and (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1])
 
 
@@ -54,187 +60,251 @@ if accel.enabled:
         return max(1, min(per, (c + chunks - 1) // chunks))
 
     @njit(cache=True, inline="always")
-    def _validRange(extent, k, dk, pk):
-        """[lo, hi): the output rows (or columns) whose tap k reads inside an extent of that length."""
-        shift = k * dk - pk
-        return min(max(0, -shift), extent), max(min(extent, extent - shift), 0)
+    def _validRange(outExtent, extent, s, shift):
+        """[lo, hi): the outputs o < outExtent along one axis whose read s*o + shift falls inside
+        [0, extent)."""
+        lo = -((shift) // s)              # ceil(-shift / s)
+        hi = -((shift - extent) // s)     # ceil((extent - shift) / s)
+        lo = min(max(lo, 0), outExtent)
+        return lo, max(lo, min(hi, outExtent))
 
     @njit(cache=True, inline="always")
-    def _expand(w, c0, nb, h, wd, ph, pw, dh, dw, flip, wexp):
-        """wexp[i*kw + j, p] = weight of tap (i, j) of p's channel (of the flipped tap when flip),
-        or 0 where that tap reads padding."""
+    def _expand(w, c0, nb, wide, s, ph, pw, dh, dw, flip, wexp):
+        """wexp[i*kw + j, P] = weight of tap (i, j) of wide output P's channel (of the flipped tap
+        when flip), or 0 where that tap reads padding or P is not an output. wide = (rows, width,
+        H, W, Ho, Wo): the block's wide layout (nb, rows, width) and the map's sizes."""
         kh, kw = w.shape[2], w.shape[3]
-        wexp[:, :nb * h * wd] = 0.0
+        rows, width, h, wd, ho, wo = wide
+        wexp[:, :] = 0.0
         for i in range(kh):
-            ylo, yhi = _validRange(h, i, dh, ph)
+            ylo, yhi = _validRange(ho, h, s, i * dh - ph)
             for j in range(kw):
-                xlo, xhi = _validRange(wd, j, dw, pw)
+                xlo, xhi = _validRange(wo, wd, s, j * dw - pw)
                 si, sj = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
-                plane = wexp[i * kw + j, :nb * h * wd].reshape(nb, h, wd)
+                plane = wexp[i * kw + j].reshape(nb, rows, width)
                 for k in range(nb):
                     plane[k, ylo:yhi, xlo:xhi] = w[c0 + k, 0, si, sj]
 
     @njit(cache=True, inline="always")
-    def _interior(n, o0, last):
-        """[lo, hi): the outputs whose reads p + o0 .. p + last all fall inside a run of n."""
-        lo = min(max(0, -o0), n)
-        return lo, max(lo, min(n, n - last))
+    def _margins(s, wd, kh, kw, ph, pw, dh, dw):
+        """(lead, length past the run): the zeros a phase needs on either side so that every tap
+        read of every wide output falls inside it. Then no read needs a bounds check, and the
+        reads that land in the margins get zero weights anyway."""
+        lead = -((-ph * wd - pw) // s)
+        tail = (((kh - 1) * dh - ph) * wd + (kw - 1) * dw - pw) // s
+        return max(lead, 0), max(tail, 0)
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _rowTaps(out, src, wexp, r, kw, n, o0, dw, init, first):
-        """out[p] (+)= sum over j of wexp[r*kw + j, p] * src[p + o0 + j*dw], for p < n; starting from
-        init[p] when first. Reads outside src are skipped: their weights are zero anyway."""
-        lo, hi = _interior(n, o0, o0 + (kw - 1) * dw)
-        span = hi - lo
+    def _rowTaps(out, phases, lead, wexp, r, kw, o0, dw, init, first):
+        """out[P] (+)= sum over j of wexp[r*kw + j, P] * x[s*P + o0 + j*dw], for P < len(out), x being
+        the run that phases (s, lead + len + margin) splits by position modulo s, from column lead
+        on; starting from init[P] when first."""
+        n, s = out.shape[0], phases.shape[0]
         if kw == 3:
             # a kernel row of three taps in one pass: out is loaded and stored once per row
-            a0, a1, a2 = wexp[r * 3, lo:hi], wexp[r * 3 + 1, lo:hi], wexp[r * 3 + 2, lo:hi]
-            s0 = src[lo + o0:hi + o0]
-            s1 = src[lo + o0 + dw:hi + o0 + dw]
-            s2 = src[lo + o0 + 2 * dw:hi + o0 + 2 * dw]
-            o = out[lo:hi]
+            a0, a1, a2 = wexp[r * 3], wexp[r * 3 + 1], wexp[r * 3 + 2]
+            o1, o2 = o0 + dw, o0 + 2 * dw
+            s0 = phases[o0 % s, lead + o0 // s:lead + o0 // s + n]
+            s1 = phases[o1 % s, lead + o1 // s:lead + o1 // s + n]
+            s2 = phases[o2 % s, lead + o2 // s:lead + o2 // s + n]
             if first:
-                base = init[lo:hi]
-                for q in range(span):
-                    o[q] = base[q] + a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
+                for q in range(n):
+                    out[q] = init[q] + a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
             else:
-                for q in range(span):
-                    o[q] += a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
+                for q in range(n):
+                    out[q] += a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
         else:
             if first:
-                out[lo:hi] = init[lo:hi]
+                out[:] = init
             for j in range(kw):
-                a = wexp[r * kw + j, lo:hi]
-                s = src[lo + o0 + j * dw:hi + o0 + j * dw]
-                o = out[lo:hi]
-                for q in range(span):
-                    o[q] += a[q] * s[q]
-        for p in range(lo):
-            _edgeTaps(out, src, wexp, r, kw, n, o0, dw, init, first, p)
-        for p in range(hi, n):
-            _edgeTaps(out, src, wexp, r, kw, n, o0, dw, init, first, p)
+                oj = o0 + j * dw
+                a = wexp[r * kw + j]
+                t = phases[oj % s, lead + oj // s:lead + oj // s + n]
+                for q in range(n):
+                    out[q] += a[q] * t[q]
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _edgeTaps(out, src, wexp, r, kw, n, o0, dw, init, first, p):
-        """_rowTaps for one output near either end of the run, where some reads fall outside it."""
-        acc = init[p] if first else out[p]
+    def _rowProducts(prod, g, phases, lead, r, kw, o0, dw):
+        """prod[r*kw + j, P] += g[P] * x[s*P + o0 + j*dw] (x split into phases as for _rowTaps).
+        Summed over a pixel's valid taps later, these are the weight gradient's terms. One loop per
+        tap: fused three to a loop, as _rowTaps does, the three stores kept numba from vectorising
+        it (measured 4x slower)."""
+        n, s = g.shape[0], phases.shape[0]
         for j in range(kw):
-            t = p + o0 + j * dw
-            if 0 <= t < n:
-                acc += wexp[r * kw + j, p] * src[t]
-        out[p] = acc
+            oj = o0 + j * dw
+            pj = prod[r * kw + j]
+            t = phases[oj % s, lead + oj // s:lead + oj // s + n]
+            for q in range(n):
+                pj[q] += g[q] * t[q]
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _rowProducts(prod, g, src, r, kw, n, o0, dw):
-        """prod[r*kw + j, p] += g[p] * src[p + o0 + j*dw] for p < n, reads outside src skipped; summed
-        over a pixel's valid taps later, these are the weight gradient's terms."""
-        lo, hi = _interior(n, o0, o0 + (kw - 1) * dw)
-        span = hi - lo
-        gi = g[lo:hi]
-        if kw == 3:
-            p0, p1, p2 = prod[r * 3, lo:hi], prod[r * 3 + 1, lo:hi], prod[r * 3 + 2, lo:hi]
-            s0 = src[lo + o0:hi + o0]
-            s1 = src[lo + o0 + dw:hi + o0 + dw]
-            s2 = src[lo + o0 + 2 * dw:hi + o0 + 2 * dw]
-            for q in range(span):
-                gq = gi[q]
-                p0[q] += gq * s0[q]
-                p1[q] += gq * s1[q]
-                p2[q] += gq * s2[q]
+    def _tapAdjoint(dphases, g, wexp, t, o):
+        """The adjoint of one tap's reads: x[s*P + o] += wexp[t, P] * g[P] for every P, x being split
+        into dphases as for _rowTaps. Written as a gather over the phase the tap lands in."""
+        n, s, m = g.shape[0], dphases.shape[0], dphases.shape[1]
+        sh = o // s
+        lo = min(max(0, sh), m)
+        hi = max(lo, min(m, n + sh))
+        dst = dphases[o % s, lo:hi]
+        a = wexp[t, lo - sh:hi - sh]
+        gg = g[lo - sh:hi - sh]
+        for q in range(hi - lo):
+            dst[q] += a[q] * gg[q]
+
+    @njit(cache=True, fastmath=True, inline="always")
+    def _deal(src, phases, lead):
+        """phases[k, lead + q] = src[s*q + k]: a run split into its s phases by position modulo s, in
+        one long loop (which vectorises), past the phases' zero lead."""
+        s = phases.shape[0]
+        n = src.shape[0] // s
+        if s == 1:
+            phases[0, lead:lead + n] = src
         else:
-            for j in range(kw):
-                pj = prod[r * kw + j, lo:hi]
-                s = src[lo + o0 + j * dw:hi + o0 + j * dw]
-                for q in range(span):
-                    pj[q] += gi[q] * s[q]
-        for p in range(lo):
-            _edgeProducts(prod, g, src, r, kw, n, o0, dw, p)
-        for p in range(hi, n):
-            _edgeProducts(prod, g, src, r, kw, n, o0, dw, p)
+            e, o = phases[0, lead:lead + n], phases[1, lead:lead + n]
+            for q in range(n):
+                e[q] = src[2 * q]
+                o[q] = src[2 * q + 1]
 
     @njit(cache=True, fastmath=True, inline="always")
-    def _edgeProducts(prod, g, src, r, kw, n, o0, dw, p):
-        for j in range(kw):
-            t = p + o0 + j * dw
-            if 0 <= t < n:
-                prod[r * kw + j, p] += g[p] * src[t]
+    def _merge(phases, dst):
+        """dst[2q + k] = phases[k, q]: _deal's inverse for two phases without margins."""
+        e, o = phases[0], phases[1]
+        for q in range(phases.shape[1]):
+            dst[2 * q] = e[q]
+            dst[2 * q + 1] = o[q]
+
+    @njit(cache=True, inline="always")
+    def _wideLayout(h, wd, ho, wo, s):
+        """The wide layout of one plane's outputs: (rows, width, H, W, Ho, Wo). Wide output P reads
+        input s*P + offset, so a plane holds H/s rows of W (stride 1: the output itself; stride 2:
+        output rows padded to the input's width, the columns past Wo never used)."""
+        return h // s, wd, h, wd, ho, wo
 
     @njit(**_jit)
     def flatTaps(x, w, b, y, flip, ph, pw, dh, dw, chunks):
-        """y = the stride-1 "same" depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw), plus
-        b (C,) when not empty. With flip, the kernel is flipped: that is the input gradient, x being
-        the output gradient."""
+        """y (N, C, Ho, Wo) = the "same" depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw)
+        at the stride H/Ho (1, or 2 with H even), plus b (C,) when not empty. With flip (stride 1
+        only) the kernel is flipped: that is the input gradient, x being the output gradient."""
         n, c, h, wd = x.shape
+        ho, wo = y.shape[2], y.shape[3]
         kh, kw = w.shape[2], w.shape[3]
+        s = h // ho
         hw = h * wd
+        layout = _wideLayout(h, wd, ho, wo, s)
+        lead, tail = _margins(s, wd, kh, kw, ph, pw, dh, dw)
         per = _blocks(c, hw, chunks)
         nblk = (c + per - 1) // per
         xf = x.reshape(n, c * hw)
-        yf = y.reshape(n, c * hw)
+        yf = y.reshape(n, c * ho * wo)
         for blk in prange(nblk):
             c0 = blk * per
             nb = min(per, c - c0)
             run = nb * hw
-            wexp = np.empty((kh * kw, run), dtype=np.float32)
-            _expand(w, c0, nb, h, wd, ph, pw, dh, dw, flip, wexp)
-            init = np.zeros(run, dtype=np.float32)
+            nw = run // s
+            wexp = np.empty((kh * kw, nw), dtype=np.float32)
+            _expand(w, c0, nb, layout, s, ph, pw, dh, dw, flip, wexp)
+            init = np.zeros(nw, dtype=np.float32)
             if b.shape[0] > 0:
                 for k in range(nb):
-                    init[k * hw:(k + 1) * hw] = b[c0 + k]
+                    init[k * nw // nb:(k + 1) * nw // nb] = b[c0 + k]
+            phases = np.zeros((s, lead + nw + tail), dtype=np.float32)     # the margins stay zero
+            wide = np.empty(nw, dtype=np.float32)
             for im in range(n):
-                src = xf[im, c0 * hw:c0 * hw + run]
-                out = yf[im, c0 * hw:c0 * hw + run]
+                _deal(xf[im, c0 * hw:c0 * hw + run], phases, lead)
+                out = yf[im, c0 * ho * wo:c0 * ho * wo + run] if s == 1 else wide
                 for r in range(kh):
-                    _rowTaps(out, src, wexp, r, kw, run, (r * dh - ph) * wd - pw, dw, init, r == 0)
+                    _rowTaps(out, phases, lead, wexp, r, kw, (r * dh - ph) * wd - pw, dw, init, r == 0)
+                if s > 1:
+                    # keep the real outputs of the wide rows
+                    planes = wide.reshape(nb, h // s, wd)
+                    for k in range(nb):
+                        dst = y[im, c0 + k]
+                        for oy in range(ho):
+                            for ox in range(wo):
+                                dst[oy, ox] = planes[k, oy, ox]
 
     @njit(**_jit)
-    def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, ph, pw, dh, dw, chunks):
+    def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, wantParams, ph, pw, dh, dw, chunks):
         """The input gradient dx (overwritten, when wantData) and the weight and bias gradients
-        (accumulated into wgrad (C, 1, kh, kw) and bgrad (C,) when not empty) in one pass over dy.
-        The weight gradient's products are summed per pixel over the batch first, in the block's
-        prod arrays, and over each plane's valid pixels once at the end."""
+        (accumulated into wgrad (C, 1, kh, kw) and bgrad (C,) when not empty, when wantParams) of
+        flatTaps, in one pass over dy. x is read only for wantParams. The weight gradient's
+        products are summed per pixel over the batch first, in the block's prod arrays, and over
+        each plane's valid pixels once at the end."""
         n, c, h, wd = x.shape
+        ho, wo = dy.shape[2], dy.shape[3]
         kh, kw = w.shape[2], w.shape[3]
+        s = h // ho
         hw = h * wd
+        layout = _wideLayout(h, wd, ho, wo, s)
+        lead, tail = _margins(s, wd, kh, kw, ph, pw, dh, dw)
         per = _blocks(c, hw, chunks)
         nblk = (c + per - 1) // per
         xf = x.reshape(n, c * hw)
-        gf = dy.reshape(n, c * hw)
+        gf = dy.reshape(n, c * ho * wo)
         dxf = dx.reshape(n, c * hw)
         for blk in prange(nblk):
             c0 = blk * per
             nb = min(per, c - c0)
             run = nb * hw
-            wexp = np.empty((kh * kw, run), dtype=np.float32)
+            nw = run // s
+            wexp = np.empty((kh * kw, nw), dtype=np.float32)
             if wantData:
-                _expand(w, c0, nb, h, wd, ph, pw, dh, dw, True, wexp)
-            zero = np.zeros(run, dtype=np.float32)
-            prod = np.zeros((kh * kw, run), dtype=np.float32)
-            gsum = np.zeros(run, dtype=np.float32)
+                # stride 1 gathers with the flipped kernel; stride 2 scatters each tap's reads back
+                _expand(w, c0, nb, layout, s, ph, pw, dh, dw, s == 1, wexp)
+            zero = np.zeros(nw, dtype=np.float32)
+            prod = np.zeros((kh * kw, nw), dtype=np.float32)
+            gsum = np.zeros(nw, dtype=np.float32)
+            phases = np.zeros((s, lead + nw + tail), dtype=np.float32)      # margins stay zero
+            gphase = np.zeros((1, lead + nw + tail), dtype=np.float32)
+            dphases = np.empty((s, nw), dtype=np.float32)
+            wide = np.zeros(nw, dtype=np.float32)       # stride 2: the columns past Wo stay zero
             for im in range(n):
-                g = gf[im, c0 * hw:c0 * hw + run]
-                src = xf[im, c0 * hw:c0 * hw + run]
+                if s == 1:
+                    g = gf[im, c0 * hw:c0 * hw + run]
+                else:
+                    # dy laid out wide, as the forward's outputs were
+                    planes = wide.reshape(nb, h // s, wd)
+                    for k in range(nb):
+                        srcg = dy[im, c0 + k]
+                        for oy in range(ho):
+                            for ox in range(wo):
+                                planes[k, oy, ox] = srcg[oy, ox]
+                    g = wide
+                if wantParams:
+                    _deal(xf[im, c0 * hw:c0 * hw + run], phases, lead)
+                if wantData and s == 1:
+                    _deal(g, gphase, lead)
                 for r in range(kh):
                     o0 = (r * dh - ph) * wd - pw
-                    if wantData:
-                        _rowTaps(dxf[im, c0 * hw:c0 * hw + run], g, wexp, r, kw, run, o0, dw, zero, r == 0)
-                    _rowProducts(prod, g, src, r, kw, run, o0, dw)
-                for p in range(run):
-                    gsum[p] += g[p]
+                    if wantData and s == 1:
+                        _rowTaps(dxf[im, c0 * hw:c0 * hw + run], gphase, lead, wexp, r, kw, o0, dw, zero, r == 0)
+                    if wantParams:
+                        _rowProducts(prod, g, phases, lead, r, kw, o0, dw)
+                if wantData and s > 1:
+                    dphases[:, :] = 0.0
+                    for t in range(kh * kw):
+                        _tapAdjoint(dphases, g, wexp, t, ((t // kw) * dh - ph) * wd + (t % kw) * dw - pw)
+                    _merge(dphases, dxf[im, c0 * hw:c0 * hw + run])
+                if wantParams:
+                    for p in range(nw):
+                        gsum[p] += g[p]
+            if not wantParams:
+                continue
+            rows = h // s
             for i in range(kh):
-                ylo, yhi = _validRange(h, i, dh, ph)
+                ylo, yhi = _validRange(ho, h, s, i * dh - ph)
                 for j in range(kw):
-                    xlo, xhi = _validRange(wd, j, dw, pw)
-                    plane = prod[i * kw + j].reshape(nb, h, wd)
+                    xlo, xhi = _validRange(wo, wd, s, j * dw - pw)
+                    plane = prod[i * kw + j].reshape(nb, rows, wd)
                     for k in range(nb):
                         total = 0.0
                         for y in range(ylo, yhi):
-                            for x in range(xlo, xhi):
-                                total += plane[k, y, x]
+                            for xx in range(xlo, xhi):
+                                total += plane[k, y, xx]
                         wgrad[c0 + k, 0, i, j] += total
             for k in range(nb):
                 if bgrad.shape[0] > 0:
                     total = 0.0
-                    for q in range(hw):
-                        total += gsum[k * hw + q]
+                    for q in range(nw // nb):
+                        total += gsum[k * nw // nb + q]
                     bgrad[c0 + k] += total
