@@ -128,6 +128,37 @@ def test_im2col_conv_matches_numpy_path(numbaAndNumpy):
     assertClose(df, ds, 1e-5, 1e-5, "backward data")
 
 
+FLAT_CASES = [
+    # stride 1 with "same" padding: the flat columns (accel.im2colFlat), fewer than Winograd's maps
+    # (x shape, W shape, pad, dilation, groups)
+    ("3x3", (2, 4, 5, 7), (6, 4, 3, 3), (1, 1), (1, 1), 1),
+    ("5x3_dilated_groups", (2, 6, 9, 8), (4, 3, 5, 3), (4, 2), (2, 2), 2),
+    ("1x1_maps", (3, 2, 1, 1), (5, 2, 3, 3), (1, 1), (1, 1), 1),
+    ("1x5", (2, 3, 4, 6), (2, 3, 1, 5), (0, 2), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("name,xs,ws,pad,dil,groups", FLAT_CASES, ids=[c[0] for c in FLAT_CASES])
+def test_flat_columns_conv_against_naive_loops(name, xs, ws, pad, dil, groups):
+    """The general conv's three passes on the flat columns, against the naive loops."""
+    from minidl.backend.numpy.conv import _Geometry
+    from reference import naiveConv2d
+    if not accel.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0): no flat columns")
+    assert _Geometry(xs, ws, (1, 1), pad, dil, groups).flat, "the case no longer takes the flat columns"
+    x = np.random.randn(*xs).astype(np.float32)
+    W = np.random.randn(*ws).astype(np.float32)
+    b = np.random.randn(1, ws[0], 1, 1).astype(np.float32)
+    dy = np.random.randn(xs[0], ws[0], xs[2], xs[3]).astype(np.float32)
+    y, dx, dW, db = naiveConv2d(x, W, b, 1, pad, dil, groups, dy=dy)
+    assertClose(nb.conv2d(x, W, b, (1, 1), pad, dil, groups), y, 1e-4, 1e-4, "forward")
+    assertClose(nb.conv2dBackwardData(dy, W, xs, (1, 1), pad, dil, groups), dx, 1e-4, 1e-4, "backward data")
+    wg, bg = np.ones_like(W), np.ones_like(b)
+    nb.conv2dBackwardParams(x, dy, wg, bg, (1, 1), pad, dil, groups)
+    assertClose(wg, dW + 1, 1e-4, 1e-4, "weight gradient")
+    assertClose(bg, db + 1, 1e-4, 1e-4, "bias gradient")
+
+
 WGRAD_CASES = [
     # (x shape, W shape, stride, groups, whether dy^T is copied before the GEMM)
     ("small_groups_wide", (3, 16, 6, 7), (8, 8, 3, 3), 1, 2, True),

@@ -97,6 +97,23 @@ def im2col(x, size, stride, pad, dilation, outsize):
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
 
+_FLAT = True
+
+
+def _flatTaps(h, w, kh, kw, pad, dilation):
+    """(valid (kh*kw, 4), offsets (kh*kw,), margin) for accel.im2colFlat at stride 1 with "same"
+    padding: tap t = (i, j) of pixel q reads q + offsets[t] of its flat plane, inside the image for
+    rows valid[t, 0] <= y < valid[t, 1] and columns valid[t, 2] <= x < valid[t, 3]."""
+    valid, offs = [], []
+    for i in range(kh):
+        for j in range(kw):
+            dy, dx = i * dilation[0] - pad[0], j * dilation[1] - pad[1]
+            valid.append((min(max(-dy, 0), h), max(min(h - dy, h), 0), min(max(-dx, 0), w), max(min(w - dx, w), 0)))
+            offs.append(dy * w + dx)
+    offs = np.array(offs, dtype=np.int64)
+    return np.array(valid, dtype=np.int64), offs, int(np.abs(offs).max())
+
+
 class _Geometry:
     """A general conv's sizes, and one image's im2col / col2im through the numba kernels.
 
@@ -111,9 +128,12 @@ class _Geometry:
         self.o, cg, self.kh, self.kw = wshape
         self.ho, self.wo = outSize(inshape, (self.kh, self.kw), stride, pad, dilation)
         self.g, self.og, self.k, self.l = groups, self.o // groups, cg * self.kh * self.kw, self.ho * self.wo
+        # "same" size at stride 1 takes the flat columns (accel.im2colFlat): no padded copies and
+        # no garbage columns
+        self.flat = _FLAT and accel.enabled and tuple(stride) == (1, 1) and (self.ho, self.wo) == (self.h, self.w)
         # measured: a win where column rows outnumber output maps 4.5-9 to 1 (the benchmark's
         # conv3x3, grouped and dilated cases), a loss for the MobileNets' 3-channel stem (27 to 16)
-        self.wide = tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
+        self.wide = not self.flat and tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
         self.lw = self.ho * (self.w + 2 * pad[1]) if self.wide else self.l
         # measured (weight gradient, cols @ dy^T): with both operands row-major OpenBLAS ran 1.4x
         # faster for 16 maps and 144 rows (48 vs 66 us per image, the copy included); for 32 maps
@@ -122,6 +142,9 @@ class _Geometry:
         # the numba kernel pair and its trailing arguments, chosen once (the NumPy path uses neither)
         if not accel.enabled:
             self.kernels, self.args = None, ()
+        elif self.flat:
+            self.kernels = accel.im2colFlat, accel.col2imFlat
+            self.args = _flatTaps(self.h, self.w, self.kh, self.kw, pad, dilation)
         elif self.wide:
             self.kernels = accel.im2colWide, accel.col2imWide
             self.args = (self.kh, self.kw, pad[0], pad[1], dilation[0], dilation[1], self.ho)
@@ -157,7 +180,7 @@ class _Geometry:
         if self.wide:
             accel.narrow(out.reshape(self.o, self.lw), image, bias)
         elif bias.shape[0] > 0:
-            out += bias.reshape(self.g, self.og, 1)
+            accel.addBiasRows(out.reshape(self.o, self.l), bias)
 
     def gemmIn(self, image, scratch):
         """An output-shaped image (O, Ho, Wo) as a GEMM operand (G, O/G, lw): widened into scratch
