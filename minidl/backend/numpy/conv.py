@@ -97,9 +97,6 @@ def im2col(x, size, stride, pad, dilation, outsize):
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
 
-_FLAT = True
-
-
 def _flatTaps(h, w, kh, kw, pad, dilation):
     """(valid (kh*kw, 4), offsets (kh*kw,), margin) for accel.im2colFlat at stride 1 with "same"
     padding: tap t = (i, j) of pixel q reads q + offsets[t] of its flat plane, inside the image for
@@ -130,7 +127,7 @@ class _Geometry:
         self.g, self.og, self.k, self.l = groups, self.o // groups, cg * self.kh * self.kw, self.ho * self.wo
         # "same" size at stride 1 takes the flat columns (accel.im2colFlat): no padded copies and
         # no garbage columns
-        self.flat = _FLAT and accel.enabled and tuple(stride) == (1, 1) and (self.ho, self.wo) == (self.h, self.w)
+        self.flat = accel.enabled and tuple(stride) == (1, 1) and (self.ho, self.wo) == (self.h, self.w)
         # measured: a win where column rows outnumber output maps 4.5-9 to 1 (the benchmark's
         # conv3x3, grouped and dilated cases), a loss for the MobileNets' 3-channel stem (27 to 16)
         self.wide = not self.flat and tuple(stride) == (1, 1) and self.c * self.kh * self.kw >= 4 * self.o
