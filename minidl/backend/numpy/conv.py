@@ -97,7 +97,7 @@ def im2col(x, size, stride, pad, dilation, outsize):
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
 
-def _flatTaps(h, w, kh, kw, pad, dilation):
+def _flatColumnTaps(h, w, kh, kw, pad, dilation):
     """(valid (kh*kw, 4), offsets (kh*kw,), margin) for accel.im2colFlat at stride 1 with "same"
     padding: tap t = (i, j) of pixel q reads q + offsets[t] of its flat plane, inside the image for
     rows valid[t, 0] <= y < valid[t, 1] and columns valid[t, 2] <= x < valid[t, 3]."""
@@ -141,7 +141,7 @@ class _Geometry:
             self.kernels, self.args = None, ()
         elif self.flat:
             self.kernels = accel.im2colFlat, accel.col2imFlat
-            self.args = _flatTaps(self.h, self.w, self.kh, self.kw, pad, dilation)
+            self.args = _flatColumnTaps(self.h, self.w, self.kh, self.kw, pad, dilation)
         elif self.wide:
             self.kernels = accel.im2colWide, accel.col2imWide
             self.args = (self.kh, self.kw, pad[0], pad[1], dilation[0], dilation[1], self.ho)

@@ -64,7 +64,7 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     ho, wo = dy.shape[2:]
     if depthwiseflat.applies(inshape, W, stride, pad, dilation):
         dx = new(tuple(inshape))
-        if stride == (1, 1):
+        if tuple(stride) == (1, 1):
             depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True, *_flatHyper(pad, dilation))
         else:   # dx stands in for x, which only the weight gradient reads
             depthwiseflat.flatBackward(dx, dense(dy), dense(W), dx, np.asarray(W), flatOrEmpty(None), True, False,

@@ -42,6 +42,7 @@ def applies(inshape, W, stride, pad, dilation):
     """Whether the flat kernels take this depthwise convolution."""
     c, h, wd = inshape[1], inshape[2], inshape[3]
     kh, kw = W.shape[2], W.shape[3]
+    stride = tuple(stride)
     strideOk = (stride == (1, 1) and h * wd <= FLAT_MAX_PLANE) or (stride == (2, 2) and h % 2 == 0)
     return (accel.enabled and W.shape[0] == c and h * wd > 0 and strideOk
             and (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1])
