@@ -95,19 +95,23 @@ if accel.enabled:
         tail = (((kh - 1) * dh - ph) * wd + (kw - 1) * dw - pw) // s
         return max(lead, 0), max(tail, 0)
 
+    @njit(cache=True, inline="always")
+    def _tapRun(phases, lead, o, n):
+        """x[s*P + o] for P < n, as one unit-stride run: x split into phases (s, lead + ...) by
+        position modulo s, from column lead on."""
+        s = phases.shape[0]
+        return phases[o % s, lead + o // s:lead + o // s + n]
+
     @njit(cache=True, fastmath=True, inline="always")
     def _rowTaps(out, phases, lead, wexp, r, kw, o0, dw, init, first):
-        """out[P] (+)= sum over j of wexp[r*kw + j, P] * x[s*P + o0 + j*dw], for P < len(out), x being
-        the run that phases (s, lead + len + margin) splits by position modulo s, from column lead
-        on; starting from init[P] when first."""
-        n, s = out.shape[0], phases.shape[0]
+        """out[P] (+)= sum over j of wexp[r*kw + j, P] * x[s*P + o0 + j*dw] for P < len(out) (x split
+        into phases, see _tapRun), starting from init[P] when first."""
+        n = out.shape[0]
         if kw == 3:
             # a kernel row of three taps in one pass: out is loaded and stored once per row
             a0, a1, a2 = wexp[r * 3], wexp[r * 3 + 1], wexp[r * 3 + 2]
-            o1, o2 = o0 + dw, o0 + 2 * dw
-            s0 = phases[o0 % s, lead + o0 // s:lead + o0 // s + n]
-            s1 = phases[o1 % s, lead + o1 // s:lead + o1 // s + n]
-            s2 = phases[o2 % s, lead + o2 // s:lead + o2 // s + n]
+            s0, s1, s2 = _tapRun(phases, lead, o0, n), _tapRun(phases, lead, o0 + dw, n), \
+                _tapRun(phases, lead, o0 + 2 * dw, n)
             if first:
                 for q in range(n):
                     out[q] = init[q] + a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
@@ -116,11 +120,10 @@ if accel.enabled:
                     out[q] += a0[q] * s0[q] + a1[q] * s1[q] + a2[q] * s2[q]
         else:
             if first:
-                out[:] = init
+                for q in range(n):
+                    out[q] = init[q]
             for j in range(kw):
-                oj = o0 + j * dw
-                a = wexp[r * kw + j]
-                t = phases[oj % s, lead + oj // s:lead + oj // s + n]
+                a, t = wexp[r * kw + j], _tapRun(phases, lead, o0 + j * dw, n)
                 for q in range(n):
                     out[q] += a[q] * t[q]
 
@@ -130,11 +133,9 @@ if accel.enabled:
         Summed over a pixel's valid taps later, these are the weight gradient's terms. One loop per
         tap: fused three to a loop, as _rowTaps does, the three stores kept numba from vectorising
         it (measured 4x slower)."""
-        n, s = g.shape[0], phases.shape[0]
+        n = g.shape[0]
         for j in range(kw):
-            oj = o0 + j * dw
-            pj = prod[r * kw + j]
-            t = phases[oj % s, lead + oj // s:lead + oj // s + n]
+            pj, t = prod[r * kw + j], _tapRun(phases, lead, o0 + j * dw, n)
             for q in range(n):
                 pj[q] += g[q] * t[q]
 
@@ -175,11 +176,27 @@ if accel.enabled:
             dst[2 * q + 1] = o[q]
 
     @njit(cache=True, inline="always")
-    def _wideLayout(h, wd, ho, wo, s):
-        """The wide layout of one plane's outputs: (rows, width, H, W, Ho, Wo). Wide output P reads
-        input s*P + offset, so a plane holds H/s rows of W (stride 1: the output itself; stride 2:
-        output rows padded to the input's width, the columns past Wo never used)."""
-        return h // s, wd, h, wd, ho, wo
+    def _sizes(c, h, wd, ho, wo, kh, kw, ph, pw, dh, dw, chunks):
+        """(s, H*W, lead, tail, channels per block, blocks) of a flat convolution of x (N, C, H, W)
+        to outputs (Ho, Wo) with kernels (kh, kw)."""
+        s = h // ho
+        lead, tail = _margins(s, wd, kh, kw, ph, pw, dh, dw)
+        per = _blocks(c, h * wd, chunks)
+        return s, h * wd, lead, tail, per, (c + per - 1) // per
+
+    @njit(cache=True, inline="always")
+    def _wideCopy(wide, layout, planes, nb, toPlanes):
+        """Between the real outputs of wide (nb*rows*width, laid out as layout says) and planes
+        (nb, Ho, Wo): into planes when toPlanes, else into wide (the rest of wide untouched)."""
+        rows, width, _, _, ho, wo = layout
+        grid = wide.reshape(nb, rows, width)
+        for k in range(nb):
+            for oy in range(ho):
+                for ox in range(wo):
+                    if toPlanes:
+                        planes[k, oy, ox] = grid[k, oy, ox]
+                    else:
+                        grid[k, oy, ox] = planes[k, oy, ox]
 
     @njit(**_jit)
     def flatTaps(x, w, b, y, flip, ph, pw, dh, dw, chunks):
@@ -189,12 +206,11 @@ if accel.enabled:
         n, c, h, wd = x.shape
         ho, wo = y.shape[2], y.shape[3]
         kh, kw = w.shape[2], w.shape[3]
-        s = h // ho
-        hw = h * wd
-        layout = _wideLayout(h, wd, ho, wo, s)
-        lead, tail = _margins(s, wd, kh, kw, ph, pw, dh, dw)
-        per = _blocks(c, hw, chunks)
-        nblk = (c + per - 1) // per
+        s, hw, lead, tail, per, nblk = _sizes(c, h, wd, ho, wo, kh, kw, ph, pw, dh, dw, chunks)
+        # the wide layout of one plane's outputs, (rows, width, H, W, Ho, Wo): wide output P reads
+        # input s*P + offset, so a plane holds H/s rows of W (stride 1: the output itself; stride 2:
+        # output rows padded to the input's width, the columns past Wo never used)
+        layout = (h // s, wd, h, wd, ho, wo)
         xf = x.reshape(n, c * hw)
         yf = y.reshape(n, c * ho * wo)
         for blk in prange(nblk):
@@ -216,13 +232,7 @@ if accel.enabled:
                 for r in range(kh):
                     _rowTaps(out, phases, lead, wexp, r, kw, (r * dh - ph) * wd - pw, dw, init, r == 0)
                 if s > 1:
-                    # keep the real outputs of the wide rows
-                    planes = wide.reshape(nb, h // s, wd)
-                    for k in range(nb):
-                        dst = y[im, c0 + k]
-                        for oy in range(ho):
-                            for ox in range(wo):
-                                dst[oy, ox] = planes[k, oy, ox]
+                    _wideCopy(wide, layout, y[im, c0:c0 + nb], nb, True)
 
     @njit(**_jit)
     def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, wantParams, ph, pw, dh, dw, chunks):
@@ -234,12 +244,8 @@ if accel.enabled:
         n, c, h, wd = x.shape
         ho, wo = dy.shape[2], dy.shape[3]
         kh, kw = w.shape[2], w.shape[3]
-        s = h // ho
-        hw = h * wd
-        layout = _wideLayout(h, wd, ho, wo, s)
-        lead, tail = _margins(s, wd, kh, kw, ph, pw, dh, dw)
-        per = _blocks(c, hw, chunks)
-        nblk = (c + per - 1) // per
+        s, hw, lead, tail, per, nblk = _sizes(c, h, wd, ho, wo, kh, kw, ph, pw, dh, dw, chunks)
+        layout = (h // s, wd, h, wd, ho, wo)      # as flatTaps'
         xf = x.reshape(n, c * hw)
         gf = dy.reshape(n, c * ho * wo)
         dxf = dx.reshape(n, c * hw)
@@ -264,12 +270,7 @@ if accel.enabled:
                     g = gf[im, c0 * hw:c0 * hw + run]
                 else:
                     # dy laid out wide, as the forward's outputs were
-                    planes = wide.reshape(nb, h // s, wd)
-                    for k in range(nb):
-                        srcg = dy[im, c0 + k]
-                        for oy in range(ho):
-                            for ox in range(wo):
-                                planes[k, oy, ox] = srcg[oy, ox]
+                    _wideCopy(wide, layout, dy[im, c0:c0 + nb], nb, False)
                     g = wide
                 if wantParams:
                     _deal(xf[im, c0 * hw:c0 * hw + run], phases, lead)
