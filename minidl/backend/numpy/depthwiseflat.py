@@ -70,12 +70,12 @@ if accel.enabled:
         return lo, max(lo, min(hi, outExtent))
 
     @njit(cache=True, inline="always")
-    def _expand(w, c0, nb, wide, s, ph, pw, dh, dw, flip, wexp):
+    def _expand(w, c0, nb, layout, s, ph, pw, dh, dw, flip, wexp):
         """wexp[i*kw + j, P] = weight of tap (i, j) of wide output P's channel (of the flipped tap
-        when flip), or 0 where that tap reads padding or P is not an output. wide = (rows, width,
-        H, W, Ho, Wo): the block's wide layout (nb, rows, width) and the map's sizes."""
+        when flip), or 0 where that tap reads padding or P is not an output. layout = (rows,
+        width, H, W, Ho, Wo): the block's wide layout (nb, rows, width) and the map's sizes."""
         kh, kw = w.shape[2], w.shape[3]
-        rows, width, h, wd, ho, wo = wide
+        rows, width, h, wd, ho, wo = layout
         wexp[:, :] = 0.0
         for i in range(kh):
             ylo, yhi = _validRange(ho, h, s, i * dh - ph)
