@@ -185,6 +185,13 @@ if accel.enabled:
         return s, h * wd, lead, tail, per, (c + per - 1) // per
 
     @njit(cache=True, inline="always")
+    def _block(blk, per, c, hw, s):
+        """(first channel, channels, run length, wide outputs) of block blk of `per` channels."""
+        c0 = blk * per
+        nb = min(per, c - c0)
+        return c0, nb, nb * hw, nb * hw // s
+
+    @njit(cache=True, inline="always")
     def _wideCopy(wide, layout, planes, nb, toPlanes):
         """Between the real outputs of wide (nb*rows*width, laid out as layout says) and planes
         (nb, Ho, Wo): into planes when toPlanes, else into wide (the rest of wide untouched)."""
@@ -214,10 +221,7 @@ if accel.enabled:
         xf = x.reshape(n, c * hw)
         yf = y.reshape(n, c * ho * wo)
         for blk in prange(nblk):
-            c0 = blk * per
-            nb = min(per, c - c0)
-            run = nb * hw
-            nw = run // s
+            c0, nb, run, nw = _block(blk, per, c, hw, s)
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
             _expand(w, c0, nb, layout, s, ph, pw, dh, dw, flip, wexp)
             init = np.zeros(nw, dtype=np.float32)
@@ -250,10 +254,7 @@ if accel.enabled:
         gf = dy.reshape(n, c * ho * wo)
         dxf = dx.reshape(n, c * hw)
         for blk in prange(nblk):
-            c0 = blk * per
-            nb = min(per, c - c0)
-            run = nb * hw
-            nw = run // s
+            c0, nb, run, nw = _block(blk, per, c, hw, s)
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
             if wantData:
                 # stride 1 gathers with the flipped kernel; stride 2 scatters each tap's reads back
