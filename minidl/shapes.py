@@ -33,6 +33,21 @@ def ceilDiv(a, b):
     return -(-a // b)
 
 
+def tapRanges(insize, outsize, size, stride, pad, dilation):
+    """Where each tap of a sliding window reads inside its input rather than the padding.
+
+    For every tap (i, j), row-major, (first output row, end row, first output column, end
+    column): output (oy, ox) reads input (oy*sh + i*dh - ph, ox*sw + j*dw - pw), and it lies inside
+    the (H, W) input exactly for rows in [first, end) and columns in [first, end). Pairs are (h, w).
+    """
+    def axis(outExtent, extent, s, shift):
+        lo = min(max(ceilDiv(-shift, s), 0), outExtent)
+        return lo, max(lo, min(ceilDiv(extent - shift, s), outExtent))
+    return [axis(outsize[0], insize[0], stride[0], i * dilation[0] - pad[0])
+            + axis(outsize[1], insize[1], stride[1], j * dilation[1] - pad[1])
+            for i in range(size[0]) for j in range(size[1])]
+
+
 def conv2dOutShape(inshape, outmaps, size, stride, pad, dilation):
     """(N, C, H, W) in -> (N, outmaps, Ho, Wo) out; size..dilation are (h, w) pairs."""
     n, _, h, w = inshape

@@ -131,6 +131,25 @@ def test_im2col_conv_matches_numpy_path(numbaAndNumpy):
     assertClose(df, ds, 1e-5, 1e-5, "backward data")
 
 
+@pytest.mark.parametrize("insize,size,stride,pad,dilation", [
+    ((5, 7), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((8, 5), (4, 2), (2, 2), (3, 1), (2, 2)),
+    ((1, 1), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((9, 6), (3, 5), (2, 1), (0, 4), (1, 3)),
+    ((4, 4), (3, 3), (3, 2), (5, 0), (1, 1)),      # padding past the kernel's reach: rows read nothing
+])
+def test_tap_ranges_against_enumeration(insize, size, stride, pad, dilation):
+    """shapes.tapRanges (the flat kernels' padding masks) against every output checked one by one."""
+    from minidl.shapes import tapRanges, windowOutSize
+    out = [windowOutSize(insize[a], size[a], stride[a], pad[a], dilation[a]) for a in range(2)]
+    ranges = tapRanges(insize, out, size, stride, pad, dilation)
+    for t, (y0, y1, x0, x1) in enumerate(ranges):
+        i, j = divmod(t, size[1])
+        for a, (lo, hi), k in ((0, (y0, y1), i), (1, (x0, x1), j)):
+            inside = [o for o in range(out[a]) if 0 <= o * stride[a] + k * dilation[a] - pad[a] < insize[a]]
+            assert lo <= hi and list(range(lo, hi)) == inside, (t, a)
+
+
 FLAT_CASES = [
     # stride 1 with "same" padding: the flat columns (accel.im2colFlat), fewer than Winograd's maps
     # (x shape, W shape, pad, dilation, groups)

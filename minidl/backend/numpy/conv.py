@@ -9,13 +9,15 @@ scatters columns back with one vectorised add per kernel tap. Pointwise (1x1, st
 groups 1) is GEMMs over the batch with no im2col at all (gemm.batchLeft / batchGram).
 """
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from minidl.backend.numpy import accel, winograd
 from minidl.backend.numpy.array import host, new
 from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul, overBatch, parts
-from minidl.shapes import windowOutSize
+from minidl.shapes import tapRanges, windowOutSize
 
 _EMPTY = np.empty(0, dtype=np.float32)
 # the weight gradient copies dy^T row-major before its GEMM for groups of at most SMALL_GROUP output
@@ -97,18 +99,23 @@ def im2col(x, size, stride, pad, dilation, outsize):
     return windows(padded(x, pad), size, stride, dilation, outsize).reshape(n, c * kh * kw, ho * wo)  # one copy
 
 
+@functools.lru_cache(maxsize=256)
+def tapRangeArray(insize, outsize, size, stride, pad, dilation):
+    """shapes.tapRanges as an int64 (kh*kw, 4) array for the numba kernels, cached per geometry
+    (a training loop asks for the same few every step; building one costs ~15 us). Read-only."""
+    ranges = np.array(tapRanges(insize, outsize, size, stride, pad, dilation), dtype=np.int64)
+    ranges.flags.writeable = False
+    return ranges
+
+
 def _flatColumnTaps(h, w, kh, kw, pad, dilation):
     """(valid (kh*kw, 4), offsets (kh*kw,), margin) for accel.im2colFlat at stride 1 with "same"
     padding: tap t = (i, j) of pixel q reads q + offsets[t] of its flat plane, inside the image for
-    rows valid[t, 0] <= y < valid[t, 1] and columns valid[t, 2] <= x < valid[t, 3]."""
-    valid, offs = [], []
-    for i in range(kh):
-        for j in range(kw):
-            dy, dx = i * dilation[0] - pad[0], j * dilation[1] - pad[1]
-            valid.append((min(max(-dy, 0), h), max(min(h - dy, h), 0), min(max(-dx, 0), w), max(min(w - dx, w), 0)))
-            offs.append(dy * w + dx)
-    offs = np.array(offs, dtype=np.int64)
-    return np.array(valid, dtype=np.int64), offs, int(np.abs(offs).max())
+    the rows and columns valid[t] bounds (shapes.tapRanges)."""
+    offs = np.array([(i * dilation[0] - pad[0]) * w + j * dilation[1] - pad[1] for i in range(kh) for j in range(kw)],
+                    dtype=np.int64)
+    valid = tapRangeArray((h, w), (h, w), (kh, kw), (1, 1), tuple(pad), tuple(dilation))
+    return valid, offs, int(np.abs(offs).max())
 
 
 class _Geometry:

@@ -12,7 +12,9 @@ import numpy as np
 
 from minidl.backend.numpy import accel, depthwiseflat
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.conv import accBiasGrad, addBias, dense, flatOrEmpty, outSize, padded, tapSlice, unpadded
+from minidl.backend.numpy.conv import (
+    accBiasGrad, addBias, dense, flatOrEmpty, outSize, padded, tapRangeArray, tapSlice, unpadded,
+)
 
 
 def _geometry(inshape, W):
@@ -26,8 +28,11 @@ def _hyper(stride, pad, dilation):
     return stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1]
 
 
-def _flatHyper(pad, dilation):
-    return pad[0], pad[1], dilation[0], dilation[1], accel.parallelChunks()
+def _flatArgs(inshape, outsize, W, stride, pad, dilation):
+    """The flat kernels' trailing arguments: the taps' valid ranges, padding, dilation, chunks."""
+    valid = tapRangeArray(tuple(inshape[2:]), tuple(outsize), tuple(W.shape[2:]), tuple(stride), tuple(pad),
+                          tuple(dilation))
+    return valid, pad[0], pad[1], dilation[0], dilation[1], accel.parallelChunks()
 
 
 def depthwiseConv2d(x, W, b, stride, pad, dilation):
@@ -36,7 +41,8 @@ def depthwiseConv2d(x, W, b, stride, pad, dilation):
     ho, wo = outSize(x.shape, (kh, kw), stride, pad, dilation)
     if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
         y = new((n, c, ho, wo))
-        depthwiseflat.flatTaps(dense(x), dense(W), flatOrEmpty(b), y, False, *_flatHyper(pad, dilation))
+        depthwiseflat.flatTaps(dense(x), dense(W), flatOrEmpty(b), y, False,
+                               *_flatArgs(x.shape, (ho, wo), W, stride, pad, dilation))
         return host(y)
     if accel.enabled:
         y = new((n, c * m, ho, wo))
@@ -65,10 +71,11 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
     if depthwiseflat.applies(inshape, W, stride, pad, dilation):
         dx = new(tuple(inshape))
         if tuple(stride) == (1, 1):
-            depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True, *_flatHyper(pad, dilation))
+            depthwiseflat.flatTaps(dense(dy), dense(W), flatOrEmpty(None), dx, True,
+                                   *_flatArgs(inshape, (ho, wo), W, stride, pad, dilation))
         else:   # dx stands in for x, which only the weight gradient reads
             depthwiseflat.flatBackward(dx, dense(dy), dense(W), dx, np.asarray(W), flatOrEmpty(None), True, False,
-                                       *_flatHyper(pad, dilation))
+                                       *_flatArgs(inshape, (ho, wo), W, stride, pad, dilation))
         return host(dx)
     if accel.enabled:
         dx = new(tuple(inshape))
@@ -94,7 +101,8 @@ def depthwiseConv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation):
     if depthwiseflat.applies(x.shape, wgrad, stride, pad, dilation):
         # no input gradient wanted: x stands in for dx, which is never written
         depthwiseflat.flatBackward(dense(x), dense(dy), np.asarray(wgrad), dense(x), np.asarray(wgrad),
-                                   flatOrEmpty(bgrad), False, True, *_flatHyper(pad, dilation))
+                                   flatOrEmpty(bgrad), False, True, *_flatArgs(x.shape, (ho, wo), wgrad, stride, pad,
+                                                                               dilation))
         return
     if accel.enabled:
         accel.depthwiseBackwardParams(dense(x), dense(dy), np.asarray(wgrad), flatOrEmpty(bgrad),
@@ -117,7 +125,7 @@ def depthwiseConv2dBackward(x, dy, W, wgrad, bgrad, stride, pad, dilation):
     if depthwiseflat.applies(x.shape, W, stride, pad, dilation):
         dx = new(tuple(x.shape))
         depthwiseflat.flatBackward(dense(x), dense(dy), dense(W), dx, np.asarray(wgrad), flatOrEmpty(bgrad), True,
-                                   True, *_flatHyper(pad, dilation))
+                                   True, *_flatArgs(x.shape, dy.shape[2:], W, stride, pad, dilation))
         return host(dx)
     if accel.enabled and same:
         dx = new(tuple(x.shape))

@@ -61,26 +61,18 @@ if accel.enabled:
         return max(1, min(per, (c + chunks - 1) // chunks))
 
     @njit(cache=True, inline="always")
-    def _validRange(outExtent, extent, s, shift):
-        """[lo, hi): the outputs o < outExtent along one axis whose read s*o + shift falls inside
-        [0, extent)."""
-        lo = -((shift) // s)              # ceil(-shift / s)
-        hi = -((shift - extent) // s)     # ceil((extent - shift) / s)
-        lo = min(max(lo, 0), outExtent)
-        return lo, max(lo, min(hi, outExtent))
-
-    @njit(cache=True, inline="always")
-    def _expand(w, c0, nb, layout, s, ph, pw, dh, dw, flip, wexp):
+    def _expand(w, c0, nb, layout, valid, flip, wexp):
         """wexp[i*kw + j, P] = weight of tap (i, j) of wide output P's channel (of the flipped tap
         when flip), or 0 where that tap reads padding or P is not an output. layout = (rows,
-        width, H, W, Ho, Wo): the block's wide layout (nb, rows, width) and the map's sizes."""
+        width, H, W, Ho, Wo): the block's wide layout (nb, rows, width) and the map's sizes;
+        valid[t] = the outputs' row and column ranges where tap t reads inside (shapes.tapRanges)."""
         kh, kw = w.shape[2], w.shape[3]
-        rows, width, h, wd, ho, wo = layout
+        rows, width = layout[0], layout[1]
         wexp[:, :] = 0.0
         for i in range(kh):
-            ylo, yhi = _validRange(ho, h, s, i * dh - ph)
             for j in range(kw):
-                xlo, xhi = _validRange(wo, wd, s, j * dw - pw)
+                t = i * kw + j
+                ylo, yhi, xlo, xhi = valid[t, 0], valid[t, 1], valid[t, 2], valid[t, 3]
                 si, sj = (kh - 1 - i, kw - 1 - j) if flip else (i, j)
                 plane = wexp[i * kw + j].reshape(nb, rows, width)
                 for k in range(nb):
@@ -206,10 +198,11 @@ if accel.enabled:
                         grid[k, oy, ox] = planes[k, oy, ox]
 
     @njit(**_jit)
-    def flatTaps(x, w, b, y, flip, ph, pw, dh, dw, chunks):
+    def flatTaps(x, w, b, y, flip, valid, ph, pw, dh, dw, chunks):
         """y (N, C, Ho, Wo) = the "same" depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw)
         at the stride H/Ho (1, or 2 with H even), plus b (C,) when not empty. With flip (stride 1
-        only) the kernel is flipped: that is the input gradient, x being the output gradient."""
+        only) the kernel is flipped: that is the input gradient, x being the output gradient.
+        valid (kh*kw, 4): shapes.tapRanges of the convolution."""
         n, c, h, wd = x.shape
         ho, wo = y.shape[2], y.shape[3]
         kh, kw = w.shape[2], w.shape[3]
@@ -223,7 +216,7 @@ if accel.enabled:
         for blk in prange(nblk):
             c0, nb, run, nw = _block(blk, per, c, hw, s)
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
-            _expand(w, c0, nb, layout, s, ph, pw, dh, dw, flip, wexp)
+            _expand(w, c0, nb, layout, valid, flip, wexp)
             init = np.zeros(nw, dtype=np.float32)
             if b.shape[0] > 0:
                 for k in range(nb):
@@ -239,12 +232,12 @@ if accel.enabled:
                     _wideCopy(wide, layout, y[im, c0:c0 + nb], nb, True)
 
     @njit(**_jit)
-    def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, wantParams, ph, pw, dh, dw, chunks):
+    def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, wantParams, valid, ph, pw, dh, dw, chunks):
         """The input gradient dx (overwritten, when wantData) and the weight and bias gradients
         (accumulated into wgrad (C, 1, kh, kw) and bgrad (C,) when not empty, when wantParams) of
         flatTaps, in one pass over dy. x is read only for wantParams. The weight gradient's
         products are summed per pixel over the batch first, in the block's prod arrays, and over
-        each plane's valid pixels once at the end."""
+        each plane's valid pixels once at the end. valid as for flatTaps."""
         n, c, h, wd = x.shape
         ho, wo = dy.shape[2], dy.shape[3]
         kh, kw = w.shape[2], w.shape[3]
@@ -258,7 +251,7 @@ if accel.enabled:
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
             if wantData:
                 # stride 1 gathers with the flipped kernel; stride 2 scatters each tap's reads back
-                _expand(w, c0, nb, layout, s, ph, pw, dh, dw, s == 1, wexp)
+                _expand(w, c0, nb, layout, valid, s == 1, wexp)
             zero = np.zeros(nw, dtype=np.float32)
             prod = np.zeros((kh * kw, nw), dtype=np.float32)
             gsum = np.zeros(nw, dtype=np.float32)
@@ -294,17 +287,15 @@ if accel.enabled:
             if not wantParams:
                 continue
             rows = h // s
-            for i in range(kh):
-                ylo, yhi = _validRange(ho, h, s, i * dh - ph)
-                for j in range(kw):
-                    xlo, xhi = _validRange(wo, wd, s, j * dw - pw)
-                    plane = prod[i * kw + j].reshape(nb, rows, wd)
-                    for k in range(nb):
-                        total = 0.0
-                        for y in range(ylo, yhi):
-                            for xx in range(xlo, xhi):
-                                total += plane[k, y, xx]
-                        wgrad[c0 + k, 0, i, j] += total
+            for t in range(kh * kw):
+                ylo, yhi, xlo, xhi = valid[t, 0], valid[t, 1], valid[t, 2], valid[t, 3]
+                plane = prod[t].reshape(nb, rows, wd)
+                for k in range(nb):
+                    total = 0.0
+                    for y in range(ylo, yhi):
+                        for xx in range(xlo, xhi):
+                            total += plane[k, y, xx]
+                    wgrad[c0 + k, 0, t // kw, t % kw] += total
             for k in range(nb):
                 if bgrad.shape[0] > 0:
                     total = 0.0
