@@ -33,6 +33,10 @@ CONFIGS = [
      (2, 2, 8, 7), "depthwise"),
     ("depthwise_hw", dict(inmaps=3, outmaps=3, size=(3, 2), stride=(2, 1), pad=(1, 0), groups=3),
      (2, 3, 6, 5), "depthwise"),
+    # kernels of 10x10 and more: more taps than the weight reduction's shared buffer holds at once
+    ("depthwise_10x10", dict(inmaps=2, outmaps=2, size=10, pad=4, groups=2), (2, 2, 11, 12), "depthwise"),
+    ("depthwise_x2_11x11_dil2", dict(inmaps=2, outmaps=4, size=11, pad=10, dilation=2, groups=2), (1, 2, 9, 8),
+     "depthwise"),
 ]
 IDS = [c[0] for c in CONFIGS]
 

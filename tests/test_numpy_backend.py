@@ -1,14 +1,29 @@
-"""NumPy-backend internals: the workspace pool and the numba kernels against the NumPy paths."""
+"""NumPy-backend internals: the workspace pool and the numba kernels against the NumPy paths.
+
+Every test here is about the NumPy backend, so the file pins it (_numpyBackend) whatever
+MINIDL_BACKEND or the machine would select: most call minidl.backend.numpy directly, but a module
+built in a test (the Winograd gradient check's Conv2D) and gradcheck's arrays take the current one."""
 
 import os
 
 import numpy as np
 import pytest
 
+import minidl.backend as B
 import minidl.backend.numpy as nb
 from gradcheck import assertClose
 from minidl.backend.numpy import accel, depthwiseflat
 from minidl.backend.numpy.array import Workspace
+
+
+@pytest.fixture(autouse=True)
+def _numpyBackend(monkeypatch):
+    """Select the NumPy backend for each test and put back the previous selection afterwards, even
+    "none yet" (B.backendName() would select one, and raise under MINIDL_BACKEND=cuda without a GPU)."""
+    monkeypatch.setattr(B, "_current", B._current)
+    monkeypatch.setattr(B, "_currentName", B._currentName)
+    B.setBackend("numpy")
+    yield
 
 
 def test_workspace_reuses_only_free_buffers():

@@ -2,8 +2,9 @@
 
 scikit-cuda 0.5.3 (its last release) cannot find cuBLAS 11+ by name and its
 ``misc`` module fails on current NumPy, so sgemm and strided-batched sgemm
-are bound here directly. The library is looked for in CUDA_HOME / CUDA_ROOT /
-CUDA_PATH, in the nvidia-cublas wheel, then on the loader path.
+are bound here directly. Where the library is looked for (toolkits named by
+CUDA_HOME / CUDA_ROOT / CUDA_PATH, NVIDIA's CUDA 13 and CUDA 12 wheels,
+/usr/local/cuda, the loader path) is decided in ``libpaths``.
 
 ``gemm`` and ``gemmStridedBatched`` take *row-major* operands (as NumPy
 arrays are laid out) and call column-major cuBLAS on the transposed problem:
@@ -11,47 +12,26 @@ row-major C = op(A) @ op(B) is column-major C^T = op(B)^T @ op(A)^T.
 """
 
 import ctypes
-import ctypes.util
-import glob
 import os
 
+from minidl.backend.cuda import context, libpaths
 from minidl.errors import BackendError
-
-_NAMES = ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"]
-
-
-def _candidates():
-    for var in ("CUDA_HOME", "CUDA_ROOT", "CUDA_PATH"):
-        root = os.environ.get(var)
-        if root:
-            for sub in ("lib64", "lib", "targets/x86_64-linux/lib"):
-                for name in _NAMES:
-                    yield os.path.join(root, sub, name)
-    try:
-        import nvidia.cublas
-        for base in nvidia.cublas.__path__:
-            yield from sorted(glob.glob(os.path.join(base, "lib", "libcublas.so*")), reverse=True)
-    except ImportError:
-        pass
-    found = ctypes.util.find_library("cublas")
-    if found:
-        yield found
-    yield from _NAMES
-    for name in _NAMES:
-        yield os.path.join("/usr/local/cuda/lib64", name)
 
 
 def _load():
-    tried = []
-    for path in _candidates():
+    nvidia = libpaths.nvidiaDirs()
+    failures = {}
+    for path in libpaths.candidates(os.environ, nvidia, "cublas"):
         try:
             return ctypes.CDLL(path)
-        except OSError:
-            tried.append(path)
-    raise BackendError("CUDA backend: cuBLAS not found (tried %s); set CUDA_HOME to the toolkit or "
-                       "pip install nvidia-cublas" % ", ".join(tried[:6]))
+        except OSError as e:
+            failures[path] = str(e)
+    raise BackendError(libpaths.notFoundMessage("cuBLAS", "cublas", os.environ, nvidia, failures,
+                                                libpaths.driverCudaMajor()))
 
 
+# Loaded when the backend's ops are imported (CUDA backend selection), so a missing cuBLAS fails
+# the selection with the message above and "auto" falls back to NumPy.
 _lib = _load()
 _handle = None
 _OP_N, _OP_T = 0, 1
@@ -76,7 +56,9 @@ def _check(status, what):
 
 
 def handle():
+    """The cuBLAS handle, with the backend's context current on the calling thread."""
     global _handle
+    context.activate()
     if _handle is None:
         h = ctypes.c_void_p()
         _check(_lib.cublasCreate_v2(ctypes.byref(h)), "cublasCreate")

@@ -1,6 +1,7 @@
 """Depthwise convolution on the CUDA backend: direct kernels compiled per
 (kernel size, stride, dilation, multiplier); the weight reduction runs one
-block per output channel with no atomics."""
+block per output channel with no atomics, through a shared buffer of fixed
+size (a few taps at a time), so any kernel size builds."""
 
 import numpy as np
 
@@ -8,13 +9,13 @@ from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import function, i32, launch, launchBlocks, ptr
 from minidl.shapes import windowOutSize
 
-_PARAM_BLOCK = 128
+_PARAM_BLOCK = 128   # threads per channel in the weight reduction: a power of two (the kernel's tree sum)
 
 
 def _kernel(name, W, channels, stride, dilation):
     kh, kw = W.shape[2:]
     return function("depthwise.cu", name, KH=kh, KW=kw, SH=stride[0], SW=stride[1], DH=dilation[0],
-                    DW=dilation[1], M=W.shape[0] // channels)
+                    DW=dilation[1], M=W.shape[0] // channels, PARAM_BLOCK=_PARAM_BLOCK)
 
 
 def depthwiseConv2d(x, W, b, stride, pad, dilation):

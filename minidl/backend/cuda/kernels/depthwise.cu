@@ -96,17 +96,24 @@ __global__ void depthwiseBackwardData(const float* dy, const float* w, float* dx
     }
 }
 
-// One block per output channel: every thread sums its share of (n, oy, ox) positions for all KH*KW
-// taps (and the bias) in registers, then the block reduces each tap in shared memory. No atomics.
-// blockDim.x must be a power of two <= 128 (128 keeps a 9x9 kernel under 48 KB of shared memory).
+// One block per output channel: every thread sums its share of the (n, oy, ox) positions for all
+// KH*KW taps and the bias in registers (acc), then the block adds up the threads' sums, PARAM_TILE
+// values at a time, through one fixed shared buffer, so the shared memory used does not grow with
+// the kernel size. No atomics. blockDim.x must be a power of two, at most PARAM_BLOCK.
+#define PARAM_VALUES (KH * KW + 1)   // acc[t]: tap t = i * KW + j for t < KH*KW, then the bias
+#define PARAM_TILE 32
+#ifndef PARAM_BLOCK
+#define PARAM_BLOCK 128
+#endif
+
 __global__ void depthwiseBackwardParams(const float* x, const float* dy, float* wgrad, float* bgrad, int N, int C,
                                         int H, int W, int PH, int PW, int HO, int WO)
 {
-    __shared__ float part[KH * KW + 1][128];
+    __shared__ float part[PARAM_TILE][PARAM_BLOCK];   // 16 KB at 128 threads, whatever KH and KW
     int co = blockIdx.x, c = co / M;
-    float acc[KH * KW + 1];
+    float acc[PARAM_VALUES];
     #pragma unroll
-    for (int t = 0; t <= KH * KW; t++) acc[t] = 0.0f;
+    for (int t = 0; t < PARAM_VALUES; t++) acc[t] = 0.0f;
 
     long long positions = (long long)N * HO * WO;
     for (long long p = threadIdx.x; p < positions; p += blockDim.x)
@@ -129,20 +136,36 @@ __global__ void depthwiseBackwardParams(const float* x, const float* dy, float* 
         }
         acc[KH * KW] += g;
     }
+
+    // Values t0 .. t0 + PARAM_TILE - 1 per pass. The pass count and the halving steps are the same
+    // for every thread of the block, so each thread reaches every barrier; the tile loop unrolls,
+    // so acc is indexed by constants and stays in registers.
     #pragma unroll
-    for (int t = 0; t <= KH * KW; t++) part[t][threadIdx.x] = acc[t];
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half >>= 1)
+    for (int t0 = 0; t0 < PARAM_VALUES; t0 += PARAM_TILE)
     {
-        if (threadIdx.x < half)
-        {
-            #pragma unroll
-            for (int t = 0; t <= KH * KW; t++) part[t][threadIdx.x] += part[t][threadIdx.x + half];
-        }
+        #pragma unroll
+        for (int k = 0; k < PARAM_TILE; k++)
+            if (t0 + k < PARAM_VALUES) part[k][threadIdx.x] = acc[t0 + k];
         __syncthreads();
+        for (int half = blockDim.x / 2; half > 0; half >>= 1)
+        {
+            if (threadIdx.x < half)
+            {
+                #pragma unroll
+                for (int k = 0; k < PARAM_TILE; k++)
+                    if (t0 + k < PARAM_VALUES) part[k][threadIdx.x] += part[k][threadIdx.x + half];
+            }
+            __syncthreads();
+        }
+        // part[k][0] now holds value t0 + k summed over the block
+        for (int k = threadIdx.x; k < PARAM_TILE; k += blockDim.x)
+        {
+            int t = t0 + k;
+            if (t < KH * KW) wgrad[co * KH * KW + t] += part[k][0];
+            else if (t == KH * KW && bgrad != 0) bgrad[co] += part[k][0];
+        }
+        __syncthreads();   // the next pass overwrites part
     }
-    if (threadIdx.x < KH * KW) wgrad[co * KH * KW + threadIdx.x] += part[threadIdx.x][0];
-    if (threadIdx.x == 0 && bgrad != 0) bgrad[co] += part[KH * KW][0];
 }
 
 }
