@@ -27,14 +27,31 @@ def pytest_configure(config):
 
 
 @pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.cuda] if name == "cuda" else []) for name in BACKENDS])
-def backend(request):
+def backend(request, monkeypatch):
     name = request.param
-    if name == "cuda" and not B.cudaAvailable():
-        pytest.skip("CUDA backend unavailable here (needs pycuda and a GPU)")
+    if name == "cuda":
+        if not B.cudaAvailable():
+            pytest.skip("CUDA backend unavailable here (needs pycuda and a GPU)")
+        _poisonCudaMemory(monkeypatch)
     previous = B.backendName()
     B.setBackend(name)
     yield name
     B.setBackend(previous)
+
+
+def _poisonCudaMemory(monkeypatch):
+    """Every block the CUDA backend allocates starts as all-ones bytes (NaN as float32, -1 as int32),
+    pooled blocks included, so a kernel that reads memory it never wrote fails its test on a GPU as
+    on the CPU execution of the backend, instead of passing on a previous call's leftovers."""
+    import pycuda.driver as drv
+    from minidl.backend.cuda import context
+    allocate = context.allocator
+
+    def poisoned(nbytes):
+        block = allocate(nbytes)
+        drv.memset_d8(int(block), 0xFF, nbytes)
+        return block
+    monkeypatch.setattr(context, "allocator", poisoned)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import types
 
 import pytest
 
@@ -126,6 +127,8 @@ def test_cublas_module_reports_every_place_when_nothing_loads(tmp_path, monkeypa
     monkeypatch.setattr(libpaths, "driverCudaMajor", lambda: 13)
     for var in libpaths.TOOLKIT_VARS:
         monkeypatch.delenv(var, raising=False)
+    # cublas.py's other import needs pycuda: a stand-in context module keeps this test pycuda-free
+    monkeypatch.setitem(sys.modules, "minidl.backend.cuda.context", types.SimpleNamespace(activate=lambda: None))
     path = os.path.join(os.path.dirname(libpaths.__file__), "cublas.py")
     spec = importlib.util.spec_from_file_location("_minidl_cublas_probe", path)
     with pytest.raises(BackendError, match=r"cuBLAS \(libcublas\.so\) not found\. Looked in: .*cu13/lib.*"

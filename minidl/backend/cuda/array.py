@@ -10,16 +10,11 @@ from minidl.backend.cuda.compiler import function, i64, launch, ptr
 ArrayType = pga.GPUArray
 
 
-def _contiguous(a, what):
-    if not a.flags.c_contiguous:
-        raise ValueError("CUDA backend: %s must be C-contiguous" % what)
-    return a
-
-
 def to_gpu(ary):
     if isinstance(ary, pga.GPUArray):
         return copy(ary)
-    return pga.to_gpu(np.ascontiguousarray(ary), allocator=context.allocator)
+    # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it (1,))
+    return pga.to_gpu(np.require(ary, requirements="C"), allocator=context.allocator)
 
 
 def empty(shape, dtype):
@@ -35,10 +30,11 @@ def isArray(obj):
 
 
 def copy(x):
-    _contiguous(x, "copy source")
+    source = ptr(x)  # refuses a strided view
     y = empty(x.shape, x.dtype)
     if x.nbytes:
-        drv.memcpy_dtod(y.gpudata, x.gpudata, x.nbytes)
+        context.activate()
+        drv.memcpy_dtod(int(ptr(y)), int(source), x.nbytes)
     return y
 
 
@@ -68,7 +64,7 @@ def concat(xs, axis):
     fn = function("elementwise.cu", "copyBlock")
     for x in xs:
         _, innerSrc = _blocks(x.shape, axis)
-        launch(fn, outer * innerSrc, ptr(out), ptr(_contiguous(x, "concat input")), i64(outer), i64(innerSrc),
+        launch(fn, outer * innerSrc, ptr(out), ptr(x), i64(outer), i64(innerSrc),
                i64(innerDst), i64(offset), np.int32(1))
         offset += innerSrc
     return out
@@ -84,7 +80,7 @@ def split(x, sections, axis):
         shape[axis] = size
         piece = empty(tuple(shape), x.dtype)
         _, inner = _blocks(shape, axis)
-        launch(fn, outer * inner, ptr(piece), ptr(_contiguous(x, "split input")), i64(outer), i64(inner),
+        launch(fn, outer * inner, ptr(piece), ptr(x), i64(outer), i64(inner),
                i64(innerBig), i64(offset), np.int32(0))
         pieces.append(piece)
         offset += inner

@@ -4,16 +4,11 @@ the statistics and the parameter gradients, elementwise kernels for the rest."""
 import numpy as np
 
 from minidl.backend.cuda.array import empty
-from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, ptr
-
-
-def _dims(x):
-    n, c = x.shape[:2]
-    return n, c, x.size // (n * c)
+from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, planes, ptr
 
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
-    n, c, l = _dims(x)
+    n, c, l = planes(x.shape)
     mean, var = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
     launchBlocks(function("batchnorm.cu", "bnStats"), c, BLOCK, ptr(x), ptr(mean), ptr(var), ptr(runMean),
                  ptr(runVar), i32(n), i32(c), i32(l), f32(factor))
@@ -21,7 +16,7 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
 
 
 def batchNormEval(x, scale, bias, mean, var, epsilon):
-    n, c, l = _dims(x)
+    n, c, l = planes(x.shape)
     y = empty(x.shape, np.float32)
     launch(function("batchnorm.cu", "bnApply"), x.size, ptr(x), ptr(y), ptr(scale), ptr(bias), ptr(mean), ptr(var),
            f32(epsilon), i32(c), i32(l), i64(x.size))
@@ -29,7 +24,7 @@ def batchNormEval(x, scale, bias, mean, var, epsilon):
 
 
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
-    n, c, l = _dims(x)
+    n, c, l = planes(x.shape)
     dscale, dbias = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
     launchBlocks(function("batchnorm.cu", "bnBackwardReduce"), c, BLOCK, ptr(x), ptr(dy), ptr(mean), ptr(var),
                  f32(epsilon), ptr(dscale), ptr(dbias), i32(n), i32(c), i32(l))

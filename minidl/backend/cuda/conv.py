@@ -11,7 +11,7 @@ import numpy as np
 
 from minidl.backend.cuda import cublas
 from minidl.backend.cuda.array import empty
-from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, launch, launchBlocks, ptr
+from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, launch, launchBlocks, planes, ptr
 from minidl.shapes import windowOutSize
 
 
@@ -34,17 +34,16 @@ def _im2col(x, kh, kw, stride, pad, dilation, ho, wo):
 
 def addChannelBias(y, b):
     if b is not None:
-        n, c = y.shape[:2]
-        launch(function("elementwise.cu", "addChannelBias"), y.size, ptr(y), ptr(b), i32(c),
-               i32(y.size // (n * c)), np.int64(y.size))
+        _, c, l = planes(y.shape)
+        launch(function("elementwise.cu", "addChannelBias"), y.size, ptr(y), ptr(b), i32(c), i32(l), np.int64(y.size))
 
 
 def accChannelSum(out, dy):
     """out (C elements) += sum of dy (N, C, ...) over everything but the channel axis."""
     if out is not None:
-        n, c = dy.shape[:2]
-        launchBlocks(function("elementwise.cu", "channelSum"), c, BLOCK, ptr(dy), ptr(out), i32(n), i32(c),
-                     i32(dy.size // (n * c)), f32(1.0))
+        n, c, l = planes(dy.shape)
+        launchBlocks(function("elementwise.cu", "channelSum"), c, BLOCK, ptr(dy), ptr(out), i32(n), i32(c), i32(l),
+                     f32(1.0))
 
 
 def conv2d(x, W, b, stride, pad, dilation, groups):

@@ -3,7 +3,7 @@
 import numpy as np
 
 from minidl.backend.cuda.array import empty
-from minidl.backend.cuda.compiler import f32, function, i32, i64, launch, ptr
+from minidl.backend.cuda.compiler import f32, function, i32, i64, launch, planes, ptr
 
 _KINDS = {"relu": 0, "clip": 1, "leakyRelu": 2, "elu": 3, "sigmoid": 4, "tanh": 5, "softPlus": 6}
 
@@ -46,20 +46,15 @@ def dropoutBackward(dy, mask):
     return dx
 
 
-def _rows(shape):
-    n, c = shape[:2]
-    return n, c, int(np.prod(shape[2:], dtype=np.int64))
-
-
 def softmax(x):
-    n, c, l = _rows(x.shape)
+    n, c, l = planes(x.shape)
     y = empty(x.shape, np.float32)
     launch(function("softmax.cu", "softmaxForward"), n * l, ptr(x), ptr(y), i32(n), i32(c), i32(l))
     return y
 
 
 def softmaxBackward(y, dy):
-    n, c, l = _rows(y.shape)
+    n, c, l = planes(y.shape)
     dx = empty(y.shape, np.float32)
     launch(function("softmax.cu", "softmaxBackward"), n * l, ptr(y), ptr(dy), ptr(dx), i32(n), i32(c), i32(l))
     return dx

@@ -700,14 +700,19 @@ if enabled:
             for k in range(l):
                 dx[i0, ci, k] = dy[i0, ci, k] * av + x[i0, ci, k] * kv2 + kv3
 
-    @njit(**_jit)
+    # No fast-math here: its no-NaN assumption lets the compiler fold the comparisons into min/max,
+    # which turned NaN into 0 (or the upper bound). Written so a NaN input falls through both
+    # comparisons, and a NaN gradient stays NaN through the 0/1 mask, as the NumPy formulas give.
+    _exactJit = dict(_jit, fastmath=False)
+
+    @njit(**_exactJit)
     def clipForward(x, y, lo, hi):
         for k in prange(x.size):
             v = x[k]
             y[k] = lo if v < lo else (hi if v > hi else v)
 
-    @njit(**_jit)
+    @njit(**_exactJit)
     def clipBackward(x, dy, dx, lo, hi):
         for k in prange(x.size):
             v = x[k]
-            dx[k] = dy[k] if (v > lo and v < hi) else 0.0
+            dx[k] = dy[k] * (1.0 if (v > lo and v < hi) else 0.0)

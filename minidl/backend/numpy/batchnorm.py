@@ -17,14 +17,15 @@ IMAGE_MAJOR_MAX_L = 1024
 def _planes(x):
     """x as (N, C, H*W) for the per-channel kernels."""
     n, c = x.shape[:2]
-    return np.ascontiguousarray(np.asarray(x)).reshape(n, c, -1)
+    # the plane size spelled out: -1 cannot be inferred for an empty batch
+    return np.ascontiguousarray(np.asarray(x)).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
 
 
 def _affine(x, a, b):
     """y = x * a + b per channel, a and b of shape (1, C, 1, 1)."""
     if accel.enabled:
         y = new(x.shape)
-        accel.channelAffine(_planes(x), _vec(a), _vec(b), y.reshape(x.shape[0], x.shape[1], -1))
+        accel.channelAffine(_planes(x), _vec(a), _vec(b), _planes(y))
         return y
     return np.asarray(x) * a + b
 
@@ -57,9 +58,9 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
             sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
             a, b = np.empty(c, np.float32), np.empty(c, np.float32)
             accel.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
-            accel.channelAffine(_planes(x), a, b, y.reshape(n, c, -1))
+            accel.channelAffine(_planes(x), a, b, _planes(y))
         else:
-            accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), y.reshape(n, c, -1), mean64, var64,
+            accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64,
                                  np.float32(epsilon))
         mean, var = mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
     else:
@@ -85,10 +86,10 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
             a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
             accel.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
                                        bool(useBatchStats), a, k2, k3, dscale, dbias)
-            accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, dx.reshape(n, c, -1))
+            accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
         else:
             accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
-                                    bool(useBatchStats), dx.reshape(n, c, -1), dscale, dbias)
+                                    bool(useBatchStats), _planes(dx), dscale, dbias)
         return host(dx), host(dscale.reshape(1, c, 1, 1)), host(dbias.reshape(1, c, 1, 1))
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd

@@ -32,8 +32,10 @@ __global__ void activationForward(const float* x, float* y, long long n, int kin
         float v = x[i], r;
         switch (kind)
         {
-            case 0: r = v > 0.0f ? v : 0.0f; break;
-            case 1: r = fminf(fmaxf(v, alpha), beta); break;
+            // written so a NaN falls through every comparison and comes out unchanged (fminf/fmaxf
+            // and "v > 0 ? v : 0" would turn it into a number)
+            case 0: r = v < 0.0f ? 0.0f : v; break;
+            case 1: r = v < alpha ? alpha : (v > beta ? beta : v); break;
             case 2: r = v > 0.0f ? v : alpha * v; break;
             case 3: r = v > 0.0f ? v : alpha * expm1f(v); break;
             case 4: r = sigmoidf(v); break;
@@ -52,8 +54,9 @@ __global__ void activationBackward(const float* x, const float* y, const float* 
         float v = x[i], g = dy[i], r;
         switch (kind)
         {
-            case 0: r = v > 0.0f ? g : 0.0f; break;
-            case 1: r = (v > alpha && v < beta) ? g : 0.0f; break;
+            // the gradient times the 0/1 mask, as the NumPy backend computes it: a NaN gradient stays NaN
+            case 0: r = g * (v > 0.0f ? 1.0f : 0.0f); break;
+            case 1: r = g * ((v > alpha && v < beta) ? 1.0f : 0.0f); break;
             case 2: r = v > 0.0f ? g : alpha * g; break;
             case 3: r = v > 0.0f ? g : g * (y[i] + alpha); break;
             case 4: r = g * y[i] * (1.0f - y[i]); break;

@@ -5,7 +5,8 @@
 
 extern "C" {
 
-// indices[out] = i*KW + j of the winning tap; padding never wins
+// indices[out] = i*KW + j of the winning tap; padding never wins. A NaN wins (the first one), as
+// NumPy's max and argmax propagate it: a comparison alone would never select it.
 __global__ void maxPoolForward(const float* x, float* y, int* indices, int N, int C, int H, int W, int KH, int KW,
                                int SH, int SW, int PH, int PW, int HO, int WO)
 {
@@ -26,7 +27,7 @@ __global__ void maxPoolForward(const float* x, float* y, int* indices, int N, in
                 int ix = ox * SW - PW + j;
                 if (ix < 0 || ix >= W) continue;
                 float v = xc[iy * W + ix];
-                if (v > best) { best = v; arg = i * KW + j; }
+                if (v > best || (v != v && best == best)) { best = v; arg = i * KW + j; }
             }
         }
         y[idx] = best;

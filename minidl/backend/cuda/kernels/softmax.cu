@@ -56,7 +56,9 @@ __global__ void classificationErrors(const float* scores, const int* labels, flo
     {
         const float* s = scores + n * C;
         int best = 0;
-        for (int c = 1; c < C; c++) if (s[c] > s[best]) best = c;
+        // the first NaN is the argmax, as in NumPy, so a NaN score never counts as a right answer
+        for (int c = 1; c < C; c++)
+            if (s[c] > s[best] || (s[c] != s[c] && s[best] == s[best])) best = c;
         part[n] = best != labels[n] ? 1.0f : 0.0f;
     }
 }
@@ -79,7 +81,8 @@ __global__ void elementLoss(const float* pred, const float* target, float* grad,
         else
         {
             float a = fabsf(d);
-            grad[i] = fminf(fmaxf(d, -1.0f), 1.0f) * invN;
+            // clamped by comparisons, so a NaN difference stays NaN (fminf/fmaxf would make it +-1)
+            grad[i] = (d < -1.0f ? -1.0f : (d > 1.0f ? 1.0f : d)) * invN;
             part[i] = (a < 1.0f ? 0.5f * d * d : a - 0.5f) * invN;
         }
     }
