@@ -41,7 +41,8 @@ def maxRelError(actual, expected):
     return float(np.max(np.abs(actual - expected) / (np.abs(expected) + 1e-3))) if actual.size else 0.0
 
 
-def _flat(data):
+def asList(data):
+    """A module's data or gradient as a list: itself for a multi-array one, else [data]."""
     return data if isinstance(data, list) else [data]
 
 
@@ -61,18 +62,18 @@ def checkGradients(module, x, kind="smooth", mode="auto", directions=3, params=T
         dev = [gpuarray.to_gpu(a) for a in hostInputs]
         return module(dev if isList else dev[0])
 
-    out = _flat(run(xs))
-    dys = [np.asarray(rng.standard_normal(o.shape), dtype=np.float32) for o in out] if dy is None else _flat(dy)
+    out = asList(run(xs))
+    dys = [np.asarray(rng.standard_normal(o.shape), dtype=np.float32) for o in out] if dy is None else asList(dy)
     module.zeroGradParams()
     grad = module.backward([gpuarray.to_gpu(d) for d in dys] if isinstance(module.data, list) else
                            gpuarray.to_gpu(dys[0]))
-    grads = [g.get() for g in _flat(grad)]
+    grads = [g.get() for g in asList(grad)]
     paramGrads = {name: var.grad.get() for name, var in module.namedVars()} if params else {}
     dys64 = [d.astype(np.float64) for d in dys]
 
     def loss():
         # forward on the current state; the module's inputs were set by the caller
-        return sum(float((o.get().astype(np.float64) * d).sum()) for o, d in zip(_flat(module.data), dys64))
+        return sum(float((o.get().astype(np.float64) * d).sum()) for o, d in zip(asList(module.data), dys64))
 
     worst = 0.0
     targets = []
