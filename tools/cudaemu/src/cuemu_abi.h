@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -63,15 +64,20 @@ struct KernelInfo
     unsigned sizes[MAX_PARAMS];
     unsigned aligns[MAX_PARAMS];
     char codes[MAX_PARAMS + 1];
-    // unpacks pycuda's buffer (native alignment, parameters in order) and calls the kernel once
-    void (*invoke)(const void* kernel, const char* args);
+    // the parameters as a call needs them: unpacked once per launch from pycuda's buffer (native
+    // alignment, parameters in order) into `argsBytes` bytes of storage, then one call per thread
+    unsigned argsBytes;
+    void (*unpack)(const char* buffer, void* args);
+    void (*call)(const void* kernel, const void* args);
     const void* kernel;
     Env** env;  // the module's Env pointer, set by the driver before any launch
 };
 
 template <typename... Args> struct Invoker
 {
-    template <std::size_t... I> static void call(const void* kernel, const char* args, std::index_sequence<I...>)
+    using Tuple = std::tuple<typename std::decay<Args>::type...>;
+
+    template <std::size_t... I> static void unpackAll(const char* buffer, Tuple* out, std::index_sequence<I...>)
     {
         constexpr std::size_t n = sizeof...(Args);
         constexpr std::size_t sizes[n + 1] = {sizeof(Args)..., 0};
@@ -84,22 +90,31 @@ template <typename... Args> struct Invoker
             offsets[i] = at;
             at += sizes[i];
         }
-        std::tuple<typename std::decay<Args>::type...> values;
-        ((void)std::memcpy(&std::get<I>(values), args + offsets[I], sizeof(Args)), ...);
-        reinterpret_cast<void (*)(Args...)>(const_cast<void*>(kernel))(std::get<I>(values)...);
+        ((void)std::memcpy(&std::get<I>(*out), buffer + offsets[I], sizeof(Args)), ...);
         (void)offsets;
     }
 
-    static void invoke(const void* kernel, const char* args)
+    static void unpack(const char* buffer, void* args)
     {
-        call(kernel, args, std::index_sequence_for<Args...>{});
+        unpackAll(buffer, new (args) Tuple(), std::index_sequence_for<Args...>{});
+    }
+
+    template <std::size_t... I> static void callWith(const void* kernel, const Tuple& t, std::index_sequence<I...>)
+    {
+        reinterpret_cast<void (*)(Args...)>(const_cast<void*>(kernel))(std::get<I>(t)...);
+    }
+
+    static void call(const void* kernel, const void* args)
+    {
+        callWith(kernel, *static_cast<const Tuple*>(args), std::index_sequence_for<Args...>{});
     }
 };
 
-template <typename... Args> constexpr KernelInfo describe(const char* name, void (*kernel)(Args...), Env** env)
+template <typename... Args> KernelInfo describe(const char* name, void (*kernel)(Args...), Env** env)
 {
     KernelInfo info{name, (int)sizeof...(Args), {sizeof(Args)...}, {alignof(Args)...}, {typeCode<Args>()..., 0},
-                    &Invoker<Args...>::invoke, (const void*)kernel, env};
+                    (unsigned)sizeof(typename Invoker<Args...>::Tuple), &Invoker<Args...>::unpack,
+                    &Invoker<Args...>::call, (const void*)kernel, env};
     return info;
 }
 

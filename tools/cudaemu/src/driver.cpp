@@ -580,6 +580,40 @@ API CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t bytes)
     return CUDA_SUCCESS;
 }
 
+namespace {
+
+// where a 2-D copy's side starts: host and device (and unified) memory are all host memory here
+CUresult planeBase(const char* side, CUmemorytype type, const void* host, CUdeviceptr device, char** base)
+{
+    switch (type)
+    {
+        case CU_MEMORYTYPE_HOST: *base = (char*)host; return CUDA_SUCCESS;
+        case CU_MEMORYTYPE_DEVICE: case CU_MEMORYTYPE_UNIFIED: *base = (char*)device; return CUDA_SUCCESS;
+        default: return fail(CUDA_ERROR_NOT_SUPPORTED, "cuMemcpy2D: %s memory type %d (CUDA arrays are not emulated)",
+                             side, (int)type);
+    }
+}
+
+}  // namespace
+
+API CUresult cuMemcpy2D(const CUDA_MEMCPY2D* p)
+{
+    NEED_CONTEXT();
+    char *src = nullptr, *dst = nullptr;
+    if (CUresult r = planeBase("source", p->srcMemoryType, p->srcHost, p->srcDevice, &src)) return r;
+    if (CUresult r = planeBase("destination", p->dstMemoryType, p->dstHost, p->dstDevice, &dst)) return r;
+    if (p->WidthInBytes > p->srcPitch || p->WidthInBytes > p->dstPitch)
+        return fail(CUDA_ERROR_INVALID_VALUE, "cuMemcpy2D: width %zu bytes over a pitch (%zu, %zu)", p->WidthInBytes,
+                    p->srcPitch, p->dstPitch);
+    for (size_t row = 0; row < p->Height; row++)
+        memmove(dst + (p->dstY + row) * p->dstPitch + p->dstXInBytes, src + (p->srcY + row) * p->srcPitch +
+                p->srcXInBytes, p->WidthInBytes);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpy2DUnaligned(const CUDA_MEMCPY2D* p) { return cuMemcpy2D(p); }
+API CUresult cuMemcpy2DAsync(const CUDA_MEMCPY2D* p, CUstream) { return cuMemcpy2D(p); }
+
 template <typename T> CUresult fill(const char* what, CUdeviceptr dst, T value, size_t n)
 {
     NEED_CONTEXT();
@@ -861,11 +895,10 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
         return fail(CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel(%s): %u bytes of dynamic shared memory, over the %d "
                     "allowed (48 KB less static shared; raise with cuFuncSetAttribute)", name, sharedMemBytes,
                     fn->maxDynamicShared);
-    std::vector<char> args;
-    if (CUresult r = gatherArguments(info, kernelParams, extra, args)) return r;
-    if (traceEnabled())
-        fprintf(stderr, "cuemu: launch %s grid (%u,%u,%u) block (%u,%u,%u) shared %u\n", name, gx, gy, gz, bx, by, bz,
-                sharedMemBytes);
+    std::vector<char> packed;
+    if (CUresult r = gatherArguments(info, kernelParams, extra, packed)) return r;
+    std::vector<std::max_align_t> args(info->argsBytes / sizeof(std::max_align_t) + 1);
+    info->unpack(packed.data(), args.data());
 
     std::lock_guard<std::recursive_mutex> guard(launchLock);
     *info->env = &env;
@@ -875,6 +908,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
     env.dynamicShared = sharedMemBytes ? dynamicShared.data() : nullptr;
     cuemu::Launch launch{info, args.data(), dim3(bx, by, bz)};
     const Order order = blockOrder();
+    const auto started = std::chrono::steady_clock::now();
     const unsigned long long blocks = (unsigned long long)gx * gy * gz;
     std::string error;
     for (unsigned long long k = 0; k < blocks; k++)
@@ -888,6 +922,10 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
             return fail(CUDA_ERROR_LAUNCH_FAILED, "kernel %s, block (%u,%u,%u): %s", name, env.blockIdx.x,
                         env.blockIdx.y, env.blockIdx.z, error.c_str());
     }
+    if (traceEnabled())
+        fprintf(stderr, "cuemu: launch %s grid (%u,%u,%u) block (%u,%u,%u) shared %u: %.3f ms\n", name, gx, gy, gz, bx,
+                by, bz, sharedMemBytes,
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
     return CUDA_SUCCESS;
 }
 

@@ -1,8 +1,11 @@
-// CUDA threads as fibers: each is made once with makecontext (its own stack), then switched with
-// _setjmp/_longjmp, which save no signal mask and so cost a few nanoseconds. A fiber runs one CUDA
-// thread after another: when its thread returns it parks, and the scheduler starts the next one
-// on it. Only the scheduler (on the launching OS thread's stack) and one fiber run at any time;
-// launches are serialised by the driver, so this state is global.
+// CUDA threads on fibers. A fiber is made once with makecontext (its own stack), then switched
+// with _setjmp/_longjmp, which save no signal mask. Fibers are pooled: a thread takes one when it
+// starts, and gives it back when it returns; only a thread waiting at a barrier holds one. A fiber
+// whose thread returns goes straight on with the next thread of the sweep, so a block that never
+// waits runs all its threads one after another on one hot stack, with no switch at all.
+//
+// Only the scheduler (on the launching OS thread's stack) or one fiber runs at any time, and the
+// driver serialises launches, so this state is global.
 
 #include "fibers.h"
 
@@ -25,27 +28,38 @@ namespace {
 
 enum State { READY, AT_BARRIER, AT_WARP, DONE };
 
+struct Fiber;
+
+struct Thread
+{
+    State state = DONE;
+    uint3 tid{0, 0, 0};
+    Fiber* fiber = nullptr;       // while started and not returned
+    const char* file = nullptr;   // the barrier it waits at
+    int line = 0;
+    long long barriers = 0;       // block barriers passed
+};
+
 struct Fiber
 {
     jmp_buf resumePoint;
+    ucontext_t context;
     char* stack = nullptr;
     size_t stackSize = 0;
-    State state = DONE;
-    uint3 tid{0, 0, 0};
-    unsigned linear = 0;
-    const char* file = nullptr;  // the barrier this thread waits at
-    int line = 0;
-    long long barriers = 0;      // how many block barriers this thread has passed
+    unsigned thread = 0;          // the thread it runs
     void* asanFake = nullptr;
 };
 
-std::vector<Fiber*> fibers;
+std::vector<Fiber*> allFibers, freeFibers;
+std::vector<Thread> threads;
+unsigned cursor = 0;              // the sweep's position
 bool rebuild = false;
 Fiber* running = nullptr;
 jmp_buf schedulerPoint;
 ucontext_t creatorContext;
 Fiber* creating = nullptr;
 const Launch* current = nullptr;
+Env* currentEnv = nullptr;
 const void* mainBottom = nullptr;
 size_t mainSize = 0;
 void* schedulerFake = nullptr;
@@ -68,17 +82,24 @@ void toScheduler(Fiber* self)
 void fiberMain()
 {
     Fiber* self = creating;
-    if (_setjmp(self->resumePoint) == 0)
-    {
-        // parked; the scheduler's first _longjmp lands below
-        swapcontext(new ucontext_t, &creatorContext);
-    }
-    if (__sanitizer_finish_switch_fiber)
-        __sanitizer_finish_switch_fiber(self->asanFake, &mainBottom, &mainSize);
+    if (_setjmp(self->resumePoint) == 0) swapcontext(&self->context, &creatorContext);  // parked until first use
+    if (__sanitizer_finish_switch_fiber) __sanitizer_finish_switch_fiber(self->asanFake, &mainBottom, &mainSize);
     for (;;)
     {
-        current->info->invoke(current->info->kernel, current->args);
-        self->state = DONE;
+        currentEnv->threadIdx = threads[self->thread].tid;
+        current->info->call(current->info->kernel, current->args);
+        Thread& done = threads[self->thread];
+        done.state = DONE;
+        done.fiber = nullptr;
+        // go straight on with the sweep's next thread when it has not started yet
+        cursor = self->thread + 1;
+        if (cursor < threads.size() && threads[cursor].state == READY && !threads[cursor].fiber)
+        {
+            self->thread = cursor;
+            threads[cursor].fiber = self;
+            continue;
+        }
+        freeFibers.push_back(self);
         toScheduler(self);
     }
 }
@@ -94,106 +115,112 @@ Fiber* makeFiber()
         abort();
     }
     f->stack = static_cast<char*>(mem);
-    ucontext_t* uc = new ucontext_t;
-    getcontext(uc);
-    uc->uc_stack.ss_sp = f->stack;
-    uc->uc_stack.ss_size = f->stackSize;
-    uc->uc_link = nullptr;
-    makecontext(uc, fiberMain, 0);
+    ucontext_t start;
+    getcontext(&start);
+    start.uc_stack.ss_sp = f->stack;
+    // stagger the stacks' tops across cache sets: equal-sized stacks would put every fiber's hot top
+    // frames at the same offset modulo the page, all competing for the same few cache lines
+    start.uc_stack.ss_size = f->stackSize - (allFibers.size() % 61) * 64;
+    start.uc_link = nullptr;
+    makecontext(&start, fiberMain, 0);
     creating = f;
-    swapcontext(&creatorContext, uc);
+    swapcontext(&creatorContext, &start);
+    allFibers.push_back(f);
     return f;
 }
 
-void freeFibers()
+Fiber* takeFiber()
 {
-    for (Fiber* f : fibers)
+    if (freeFibers.empty()) return makeFiber();
+    Fiber* f = freeFibers.back();
+    freeFibers.pop_back();
+    return f;
+}
+
+void destroyFibers()
+{
+    for (Fiber* f : allFibers)
     {
         munmap(f->stack, f->stackSize);
         delete f;
     }
-    fibers.clear();
+    allFibers.clear();
+    freeFibers.clear();
 }
 
-void resume(Env& env, Fiber* f)
+void resume(Fiber* f)
 {
     running = f;
-    env.threadIdx = f->tid;
     if (__sanitizer_start_switch_fiber) __sanitizer_start_switch_fiber(&schedulerFake, f->stack, f->stackSize);
     if (_setjmp(schedulerPoint) == 0) _longjmp(f->resumePoint, 1);
     if (__sanitizer_finish_switch_fiber) __sanitizer_finish_switch_fiber(schedulerFake, nullptr, nullptr);
     running = nullptr;
 }
 
-std::string where(const Fiber* f)
+std::string where(const Thread& t)
 {
-    char text[160];
-    snprintf(text, sizeof text, "thread (%u,%u,%u)", f->tid.x, f->tid.y, f->tid.z);
+    char text[64];
+    snprintf(text, sizeof text, "thread (%u,%u,%u)", t.tid.x, t.tid.y, t.tid.z);
     return text;
 }
 
-std::string site(const Fiber* f)
+std::string site(const Thread& t)
 {
-    return std::string(f->file ? f->file : "?") + ":" + std::to_string(f->line);
+    return std::string(t.file ? t.file : "?") + ":" + std::to_string(t.line);
 }
 
-void syncthreads(const char* file, int line)
+void block(State state, const char* file, int line)
 {
     Fiber* self = running;
-    self->state = AT_BARRIER;
-    self->file = file;
-    self->line = line;
+    Thread& t = threads[self->thread];
+    t.state = state;
+    t.file = file;
+    t.line = line;
+    cursor = self->thread;
     toScheduler(self);
+    currentEnv->threadIdx = threads[self->thread].tid;
 }
 
-void syncwarp(const char* file, int line)
-{
-    Fiber* self = running;
-    self->state = AT_WARP;
-    self->file = file;
-    self->line = line;
-    toScheduler(self);
-}
+void syncthreads(const char* file, int line) { block(AT_BARRIER, file, line); }
+void syncwarp(const char* file, int line) { block(AT_WARP, file, line); }
 
 // everyone is blocked or done: release what may go on, or say why the block cannot finish
-bool release(unsigned n, std::string& error)
+bool release(std::string& error)
 {
-    const Fiber* waiting = nullptr;
-    const Fiber* finished = nullptr;
+    const Thread* waiting = nullptr;
+    const Thread* finished = nullptr;
     bool warp = false;
-    for (unsigned i = 0; i < n; i++)
+    for (Thread& t : threads)
     {
-        Fiber* f = fibers[i];
-        if (f->state == AT_WARP)
+        if (t.state == AT_WARP)
         {
-            f->state = READY;
+            t.state = READY;
             warp = true;
         }
-        else if (f->state == AT_BARRIER && !waiting) waiting = f;
-        else if (f->state == DONE && !finished) finished = f;
+        else if (t.state == AT_BARRIER && !waiting) waiting = &t;
+        else if (t.state == DONE && !finished) finished = &t;
     }
     if (warp || !waiting) return true;
     if (finished)
     {
-        error = "divergent __syncthreads(): " + where(waiting) + " waits at " + site(waiting) + " but " +
-                where(finished) + " has returned (every thread of a block must reach each barrier)";
+        error = "divergent __syncthreads(): " + where(*waiting) + " waits at " + site(*waiting) + " but " +
+                where(*finished) + " has returned (every thread of a block must reach each barrier)";
         return false;
     }
-    for (unsigned i = 0; i < n; i++)
+    for (const Thread& t : threads)
     {
-        Fiber* f = fibers[i];
-        if (f->line != waiting->line || f->file != waiting->file || f->barriers != waiting->barriers)
+        if (t.line != waiting->line || t.file != waiting->file || t.barriers != waiting->barriers)
         {
-            error = "divergent __syncthreads(): " + where(waiting) + " waits at " + site(waiting) + " (barrier #" +
-                    std::to_string(waiting->barriers + 1) + ") while " + where(f) + " waits at " + site(f) +
-                    " (barrier #" + std::to_string(f->barriers + 1) + ")";
+            error = "divergent __syncthreads(): " + where(*waiting) + " waits at " + site(*waiting) + " (barrier #" +
+                    std::to_string(waiting->barriers + 1) + ") while " + where(t) + " waits at " + site(t) +
+                    " (barrier #" + std::to_string(t.barriers + 1) + ")";
             return false;
         }
     }
-    for (unsigned i = 0; i < n; i++)
+    for (Thread& t : threads)
     {
-        fibers[i]->state = READY;
-        fibers[i]->barriers++;
+        t.state = READY;
+        t.barriers++;
     }
     return true;
 }
@@ -207,37 +234,47 @@ void resetFibers()
 
 bool runBlock(Env& env, const Launch& launch, std::string& error)
 {
-    const unsigned n = launch.block.x * launch.block.y * launch.block.z;
     if (rebuild)
     {
-        freeFibers();
+        destroyFibers();
         rebuild = false;
     }
-    while (fibers.size() < n) fibers.push_back(makeFiber());
     env.syncthreads = syncthreads;
     env.syncwarp = syncwarp;
     current = &launch;
-    for (unsigned i = 0; i < n; i++)
+    currentEnv = &env;
+    const dim3 b = launch.block;
+    threads.assign(b.x * b.y * b.z, Thread());
+    for (unsigned i = 0; i < threads.size(); i++)
     {
-        Fiber* f = fibers[i];
-        f->state = READY;
-        f->linear = i;
-        f->tid = uint3{i % launch.block.x, (i / launch.block.x) % launch.block.y, i / (launch.block.x * launch.block.y)};
-        f->barriers = 0;
-        f->file = nullptr;
-        f->line = 0;
+        threads[i].state = READY;
+        threads[i].tid = uint3{i % b.x, (i / b.x) % b.y, i / (b.x * b.y)};
     }
     for (;;)
     {
-        bool anyLive = false;
-        for (unsigned i = 0; i < n; i++)
+        cursor = 0;
+        while (cursor < threads.size())
         {
-            if (fibers[i]->state == READY) resume(env, fibers[i]);
-            anyLive |= fibers[i]->state != DONE;
+            Thread& t = threads[cursor];
+            if (t.state != READY)
+            {
+                cursor++;
+                continue;
+            }
+            if (!t.fiber)
+            {
+                t.fiber = takeFiber();
+                t.fiber->thread = cursor;
+            }
+            resume(t.fiber);  // back when a thread blocks (cursor: that thread) or a sweep run ends
         }
-        if (!anyLive) return true;
-        if (!release(n, error))
+        bool live = false;
+        for (const Thread& t : threads) live |= t.state != DONE;
+        if (!live) return true;
+        if (!release(error))
         {
+            // the blocked threads' fibers sit inside the kernel: make fresh ones next time
+            for (Thread& t : threads) t.fiber = nullptr;
             resetFibers();
             return false;
         }

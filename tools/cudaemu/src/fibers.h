@@ -11,7 +11,7 @@ namespace cuemu {
 struct Launch
 {
     const KernelInfo* info;
-    const char* args;  // pycuda's packed argument buffer
+    const void* args;  // the parameters, unpacked (KernelInfo::unpack)
     dim3 block;
 };
 
