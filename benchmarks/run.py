@@ -77,7 +77,9 @@ class Side:
 
     def __init__(self, backend):
         self.backend = backend
-        self.device = "cuda" if backend == "cuda" else "cpu"
+        # PyTorch on the GPU against minidl's CUDA backend; a CPU-only PyTorch (the rehearsal of
+        # scripts/gpu_check.sh on the CPU execution of CUDA) stays on the CPU, and the header says so
+        self.device = "cuda" if backend == "cuda" and torch is not None and torch.cuda.is_available() else "cpu"
 
     def syncMinidl(self):
         if self.backend == "cuda":
@@ -425,14 +427,15 @@ def main():
 
     limits = machineLimits(side, args.repeat)
     info = {"backend": args.backend, "threads": int(_THREADS), "python": platform.python_version(),
-            "numpy": np.__version__, "torch": None if torch is None else torch.__version__,
+            "numpy": np.__version__, "torch": None if torch is None else torch.__version__, "torch_device": side.device,
             "machine": platform.machine(), "cpus": os.cpu_count(), "limits": limits,
             "tf32": None if side.device != "cuda" else "off on the PyTorch side; minidl uses plain fp32 sgemm",
             "repeat": args.repeat, "min_run_ms": args.min_run_ms, "warmup": args.warmup, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "numba_threading_layer": _numbaLayer()}
-    print("backend %s, %s thread(s), numpy %s, torch %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s; OMP_WAIT_POLICY %s, "
-          "numba layer %s" % (args.backend, _THREADS, np.__version__, info["torch"], limits["sgemm_gflops"],
-                              limits["copy_gbs"], info["omp_wait_policy"], info["numba_threading_layer"]))
+    print("backend %s, %s thread(s), numpy %s, torch %s on %s; SGEMM %.1f GFLOP/s, copy %.1f GB/s; OMP_WAIT_POLICY %s, "
+          "numba layer %s" % (args.backend, _THREADS, np.__version__, info["torch"], side.device,
+                              limits["sgemm_gflops"], limits["copy_gbs"], info["omp_wait_policy"],
+                              info["numba_threading_layer"]))
     results = []
     print("%-18s %-10s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
                                                  "% limit"))

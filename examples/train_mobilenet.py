@@ -42,7 +42,11 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "minidl_mobilenet.h5"))
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use at most this many training and test images (a quick try)")
     args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1, got %d" % args.limit)
 
     np.random.seed(args.seed)
     if args.data_dir:
@@ -52,6 +56,8 @@ def main(argv=None):
         trainX, trainY, testX, testY = loadDigits(seed=args.seed)
         name, epochs = "digits", args.epochs or 12
     numClasses = int(trainY.max()) + 1
+    if args.limit:
+        trainX, trainY, testX, testY = trainX[:args.limit], trainY[:args.limit], testX[:args.limit], testY[:args.limit]
     print("backend: %s; %s: %d train / %d test images of shape %s"
           % (backendName(), name, len(trainX), len(testX), trainX.shape[1:]))
 

@@ -42,4 +42,8 @@ flags=(--cuda-root="$cuda" --cudadrv-lib-dir="$libdir")
 python3 configure.py "${flags[@]}"
 python3 -m pip install -q --no-deps --no-build-isolation "${pipopts[@]}" .
 cd /
+# an install into --target DIR is checked from there
+for ((i = 0; i < ${#pipopts[@]}; i++)); do
+    [ "${pipopts[$i]}" = "--target" ] && export PYTHONPATH="${pipopts[$((i + 1))]}${PYTHONPATH:+:$PYTHONPATH}"
+done
 python3 -c "import pycuda.driver as d; d.init(); print('pycuda', __import__('pycuda').VERSION_TEXT, '- devices:', d.Device.count())"
