@@ -74,6 +74,8 @@ else
     "$python" -m pip install -q --no-deps --target "$site" pytools platformdirs mako markupsafe siphash24 \
         typing_extensions
 fi
+# pycuda builds without isolation (against this Python's numpy): its other build needs must be here
+"$python" -m pip install -q setuptools wheel >&2
 tar -xzf "$src"/pycuda-*.tar.gz -C "$build"
 (
     cd "$build"/pycuda-*/
