@@ -227,3 +227,13 @@ def test_address_sanitizer_names_the_line_of_an_out_of_bounds_read(tmp_path):
     assert proc.returncode != 0
     assert "heap-buffer-overflow" in proc.stderr
     assert "oob.cu:4" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_reference_cublas_against_numpy(cuda):
+    # every transpose, leading dimension, batch layout, NaN rule and invalid argument of the
+    # stand-in cuBLAS, against float64 NumPy (tools/cudaemu/tests/check_cublas.py)
+    library = os.path.join(os.environ["CUDA_HOME"], "lib64", "libcublas.so.13")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "cudaemu", "tests", "check_cublas.py"), library],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " 0 failed" in proc.stdout
