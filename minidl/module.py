@@ -67,12 +67,26 @@ class Module:
     # ---- variables and attributes ----------------------------------------------------------------
 
     def setVar(self, name, var):
+        """Install var as the trainable parameter ``name``.
+
+        Every parameter is float32 (as every input is), and replacing one keeps its shape, so a
+        model always saves weights a freshly built one accepts. A Variable whose data (or gradient)
+        is another dtype, or another shape than the one it replaces, raises ValueError naming this
+        module and the variable; anything but a Variable raises TypeError. A Variable without a
+        gradient gets a zero one.
+        """
+        where = "%s%s: setVar(%r)" % (type(self).__name__, " '%s'" % self.name if self.name else "", name)
         if not isinstance(var, Variable):
-            raise TypeError("%s.setVar(%r): expected a Variable, got %s" % (type(self).__name__, name, type(var).__name__))
+            raise TypeError("%s: expected a Variable, got %s" % (where, type(var).__name__))
         old = self.vars.get(name)
-        if old is not None and old.data.shape != var.data.shape:
-            raise ValueError("%s.setVar(%r): expected shape %s, got %s"
-                             % (type(self).__name__, name, old.data.shape, var.data.shape))
+        shape = tuple(old.data.shape) if old is not None else tuple(var.data.shape)
+        for what, ary in (("", var.data), ("a gradient of ", var.grad)):
+            if ary is None:
+                continue
+            if ary.dtype != np.float32:
+                raise ValueError("%s: expected %sdtype float32, got %s" % (where, what, np.dtype(ary.dtype)))
+            if tuple(ary.shape) != shape:
+                raise ValueError("%s: expected %sshape %s, got %s" % (where, what, shape, tuple(ary.shape)))
         if var.grad is None:
             var.grad = _zerosLike(var.data)
         self.vars[name] = var

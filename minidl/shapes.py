@@ -1,23 +1,68 @@
 """Shape arithmetic, in one place.
 
 Every module, both backends and the tests compute convolution and pooling
-geometry through these helpers, so a formula is never written twice.
+geometry through these helpers, so a formula is never written twice. The
+checks of hyperparameters live here too (``isInt``, ``positiveInt``,
+``realInRange``): an int is a Python int or a numpy integer, never a bool; a
+real number is finite and not a bool.
 """
+
+import math
+import numbers
+
+
+def isInt(value):
+    """True for a Python int or any numpy integer; False for bool (True as a size is a bug, not 1)."""
+    # numbers.Integral covers int and every numpy integer type; numpy.bool_ is not Integral
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positiveInt(owner, name, value):
+    """int(value) when value is an int >= 1 (Python or numpy integer, not bool).
+
+    Raises ValueError "<owner>: <name> must be a positive int, got <value>" otherwise.
+    """
+    if not isInt(value) or value < 1:
+        raise ValueError("%s: %s must be a positive int, got %r" % (owner, name, value))
+    return int(value)
+
+
+def realInRange(owner, name, value, low=None, high=None, lowOpen=False, highOpen=False):
+    """float(value) when value is a finite real number (int, float or numpy scalar; not bool, not
+    complex) in the interval from low to high (None: unbounded; closed ends unless lowOpen/highOpen).
+
+    Raises ValueError naming owner and name otherwise: "SGD: learnRate must be >= 0, got -1",
+    "Dropout: p must be in [0, 1), got 1.0", "Adam: beta1 must be a finite number in [0, 1), got nan".
+    """
+    if low is not None and high is not None:
+        condition = "in %s%r, %r%s" % ("(" if lowOpen else "[", low, high, ")" if highOpen else "]")
+    elif low is not None:
+        condition = "%s %r" % (">" if lowOpen else ">=", low)
+    elif high is not None:
+        condition = "%s %r" % ("<" if highOpen else "<=", high)
+    else:
+        condition = ""
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)):
+        raise ValueError("%s: %s must be a finite number%s, got %r"
+                         % (owner, name, " " + condition if condition else "", value))
+    inside = (low is None or (value > low if lowOpen else value >= low)) and \
+        (high is None or (value < high if highOpen else value <= high))
+    if not inside:
+        raise ValueError("%s: %s must be %s, got %r" % (owner, name, condition, value))
+    return float(value)
 
 
 def pair(value, what="value"):
-    """Normalise an int or an (h, w) pair to a tuple of two ints."""
-    if isinstance(value, bool):
-        raise ValueError("%s must be an int or an (h, w) pair, got %r" % (what, value))
-    if isinstance(value, int):
-        return value, value
+    """Normalise an int or an (h, w) pair of ints (Python or numpy, not bool) to a tuple of two Python ints."""
+    if isInt(value):
+        return int(value), int(value)
     try:
         h, w = value
     except (TypeError, ValueError):
         raise ValueError("%s must be an int or an (h, w) pair, got %r" % (what, value)) from None
-    if not (isinstance(h, int) and isinstance(w, int)) or isinstance(h, bool) or isinstance(w, bool):
+    if not (isInt(h) and isInt(w)):
         raise ValueError("%s must be an int or an (h, w) pair, got %r" % (what, value))
-    return h, w
+    return int(h), int(w)
 
 
 def windowOutSize(insize, size, stride, pad, dilation):

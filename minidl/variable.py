@@ -3,14 +3,21 @@
 Gradients are true gradients of the loss (PyTorch's sign convention);
 optimizers subtract them. ``learnRate`` and ``momRate`` are per-variable
 multipliers of the optimizer's rates, ``wc`` the weight-decay factor
-(L2: the optimizer adds ``wc * data`` to the gradient it uses).
+(L2: the optimizer adds ``wc * data`` to the gradient it uses). The three
+are finite and >= 0 (ValueError otherwise); the dtype and shape a module
+expects are checked by ``Module.setVar``.
 """
 
 from minidl.backend import gpuarray
+from minidl.shapes import realInRange
 
 
 class Variable:
     def __init__(self, data, name=None, withgrad=True, grad=None, learnRate=1.0, momRate=1.0, wc=0.0):
+        owner = "Variable %r" % name if name is not None else "Variable"
+        self.learnRate = realInRange(owner, "learnRate", learnRate, 0)
+        self.momRate = realInRange(owner, "momRate", momRate, 0)
+        self.wc = realInRange(owner, "wc", wc, 0)
         if not gpuarray.isArray(data):
             data = gpuarray.to_gpu(data)
         self.data = data
@@ -18,9 +25,6 @@ class Variable:
         if grad is None and withgrad:
             grad = gpuarray.zeros(data.shape, data.dtype)
         self.grad = grad
-        self.learnRate = learnRate
-        self.momRate = momRate
-        self.wc = wc
 
     @property
     def shape(self):

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import struct
 import subprocess
 import sys
 
@@ -84,17 +85,46 @@ def test_handler_errors(backend):
         Trainer(net, CrossEntropy(), MomentumSGD(), batchsize=0)
 
 
-def _writeCifar(folder, n=4):
+CIFAR_NAMES = ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]
+
+
+def _writeCifar(folder, n=4, replace=None):
+    """Six batches the way the real files are: a pickled dict of a uint8 (n, 3072) array, a list of
+    Python ints, a bytes batch label and a list of bytes file names. replace: {file name: bytes} to
+    write instead of that batch."""
     rng = np.random.default_rng(1)
     folder.mkdir()
     batches = {}
-    for name in ["data_batch_%d" % i for i in range(1, 6)] + ["test_batch"]:
+    for name in CIFAR_NAMES:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = list(rng.integers(0, 10, n))
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        batch = {b"data": data, b"labels": labels, b"batch_label": name.encode(),
+                 b"filenames": [b"img_%d.png" % i for i in range(n)]}
+        (folder / name).write_bytes((replace or {}).get(name) or pickle.dumps(batch))
         batches[name] = (data, labels)
     return batches
+
+
+def _python2Batch(data, labels, batchLabel, filenames):
+    """A batch as the CIFAR-10 files hold it: Python 2 cPickle protocol 2, strings as py2 str
+    (SHORT_BINSTRING/BINSTRING), the array through numpy.core.multiarray._reconstruct, numpy.ndarray
+    and numpy.dtype (Python 3 cannot write py2 str, so the opcodes are assembled here)."""
+    def string(b):
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+    def integer(v):
+        return b"K" + bytes([v]) if v < 256 else b"M" + struct.pack("<H", v)
+
+    out = b"\x80\x02}(" + string(b"data")
+    out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b") + b"\x87R"
+    out += b"(" + integer(1) + integer(data.shape[0]) + integer(3072) + b"\x86"
+    out += b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + b"\x87R"
+    out += b"(" + integer(3) + string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xff" + integer(0) + b"tb"
+    out += b"\x89" + string(data.tobytes()) + b"tb"
+    out += string(b"labels") + b"](" + b"".join(integer(v) for v in labels) + b"e"
+    out += string(b"batch_label") + string(batchLabel)
+    out += string(b"filenames") + b"](" + b"".join(string(f) for f in filenames) + b"eu."
+    return out
 
 
 def test_cifar10_loader(tmp_path):
@@ -112,6 +142,92 @@ def test_cifar10_loader(tmp_path):
         loadCifar10(str(tmp_path / "nowhere"))
     (tmp_path / "cifar" / "test_batch").write_bytes(b"junk")
     with pytest.raises(ValueError, match="is not a python pickle"):
+        loadCifar10(str(tmp_path / "cifar"))
+
+
+def test_cifar10_loader_reads_the_python2_batch_format(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    raw = _python2Batch(data, [9, 0, 4], b"training batch 1 of 5", [b"a.png", b"b.png", b"c.png"])
+    plain = pickle.loads(raw, encoding="bytes")   # the stream is what an unrestricted reader sees
+    assert np.array_equal(plain[b"data"], data) and plain[b"labels"] == [9, 0, 4]
+    _writeCifar(tmp_path / "cifar", replace={"data_batch_1": raw})
+    trainX, trainY, _, _ = loadCifar10(str(tmp_path / "cifar"))
+    assert trainX.shape == (3 + 4 * 4, 3, 32, 32) and trainY.dtype == np.int32
+    assert np.array_equal(trainX[:3], data.reshape(3, 3, 32, 32).astype(np.float32) / np.float32(255))
+    assert list(trainY[:3]) == [9, 0, 4]
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command (the classic pickle exploit)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _CallsEval:
+    def __reduce__(self):
+        return eval, ("1 + 1",)
+
+
+def test_cifar10_loader_executes_nothing_from_a_crafted_batch(tmp_path):
+    proof, marker = tmp_path / "proof", tmp_path / "marker"
+    def batch(target):
+        return {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3],
+                b"batch_label": _RunsCommand("touch %s" % target), b"filenames": []}
+    pickle.loads(pickle.dumps(batch(proof)))   # the payload does run under plain pickle: the test can fail
+    assert proof.exists()
+    evil = batch(marker)
+    _writeCifar(tmp_path / "cifar", replace={"data_batch_1": pickle.dumps(evil)})
+    with pytest.raises(ValueError, match=r"data_batch_1': refused global (posix|nt)\.system: a batch holds only"):
+        loadCifar10(str(tmp_path / "cifar"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload,refused", [
+    (_CallsEval(), "builtins.eval"),
+    (np.int64(3), r"numpy\._?core\.multiarray\.scalar"),      # a numpy scalar: never in the real files
+    (np.zeros(2, np.uint8), None),                             # protocol 5 rebuilds arrays differently
+], ids=["eval", "numpy_scalar", "protocol5_array"])
+def test_cifar10_loader_admits_only_the_globals_real_batches_need(tmp_path, payload, refused):
+    batch = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3], b"batch_label": payload}
+    raw = pickle.dumps(batch, protocol=5 if refused is None else 4)
+    _writeCifar(tmp_path / "cifar", replace={"test_batch": raw})
+    with pytest.raises(ValueError, match=r"test_batch': refused global %s" % (refused or r"numpy\._?core\.numeric")):
+        loadCifar10(str(tmp_path / "cifar"))
+
+
+def _batch(data=None, labels=None):
+    data = np.full((4, 3072), 7, np.uint8) if data is None else data
+    return pickle.dumps({b"data": data, b"labels": [1, 2, 3, 4] if labels is None else labels})
+
+
+@pytest.mark.parametrize("raw,message", [
+    (_batch(data=np.full((4, 3072), 300, np.int64)), r"expected b'data' a uint8 array, got an array of dtype int64"),
+    (_batch(data=np.full((4, 3072), 0.5, np.float32)),
+     r"expected b'data' a uint8 array, got an array of dtype float32"),
+    (_batch(data=[[0] * 3072] * 4), r"expected b'data' a uint8 array, got list"),
+    (_batch(data=np.zeros((4, 3071), np.uint8)), r"expected b'data' of shape \(N, 3072\), got \(4, 3071\)"),
+    (_batch(data=np.zeros((4, 3, 1024), np.uint8)), r"expected b'data' of shape \(N, 3072\), got \(4, 3, 1024\)"),
+    (_batch(labels=[1, 2, 10, 4]), r"expected labels in 0..9, got 10 at index 2"),
+    (_batch(labels=[1, -1, 3, 4]), r"expected labels in 0..9, got -1 at index 1"),
+    (_batch(labels=[1, 2, 3.7, 4]), r"expected b'labels' a list of ints, got 3.7 at index 2"),
+    (_batch(labels=[1, True, 3, 4]), r"expected b'labels' a list of ints, got True at index 1"),
+    (_batch(labels=[[1], [2], [3], [4]]), r"expected b'labels' a list of ints, got \[1\] at index 0"),
+    (_batch(labels=np.zeros((4, 1), np.int64)),
+     r"expected b'labels' a list of ints, got an array of dtype int64, shape \(4, 1\)"),
+    (_batch(labels=[1, 2, 3]), r"expected one label per image, got 4 images and 3 labels"),
+    (pickle.dumps([1, 2]), r"expected a dict with b'data' and b'labels' entries, got list"),
+    (pickle.dumps({b"data": np.zeros((4, 3072), np.uint8)}), r"expected a dict .*, got a dict with keys b'data'$"),
+], ids=["data_int64_wraps", "data_float", "data_list", "data_3071", "data_3d", "label_10", "label_negative",
+        "label_float", "label_bool", "labels_nested", "labels_2d_array", "label_count", "not_a_dict",
+        "no_labels"])
+def test_cifar10_loader_refuses_malformed_batches(tmp_path, raw, message):
+    _writeCifar(tmp_path / "cifar", replace={"data_batch_3": raw})
+    with pytest.raises(ValueError, match=r"CIFAR-10 batch '[^']*data_batch_3': " + message):
         loadCifar10(str(tmp_path / "cifar"))
 
 

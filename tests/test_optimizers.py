@@ -1,5 +1,8 @@
 """Optimizer update rules against hand-computed steps; state save/load and resume."""
 
+import io
+
+import h5py
 import numpy as np
 import pytest
 
@@ -173,3 +176,146 @@ def test_optimizer_load_checks_before_writing(backend):
     assert otherOpt.t == 0 and not otherOpt.states["fc.W"]["mom"].get().any()
     with pytest.raises(LoadError, match="Adam: the file holds MomentumSGD state"):
         Adam().setupOn(net).load(blob)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: SGD(learnRate=-1), r"^SGD: learnRate must be >= 0, got -1$"),
+    (lambda: SGD(learnRate=float("nan")), r"^SGD: learnRate must be a finite number >= 0, got nan$"),
+    (lambda: SGD(learnRate=float("inf")), r"SGD: learnRate must be a finite number >= 0, got inf"),
+    (lambda: SGD(learnRate=True), r"SGD: learnRate must be a finite number >= 0, got True"),
+    (lambda: SGD(learnRate="0.1"), r"SGD: learnRate must be a finite number >= 0, got '0.1'"),
+    (lambda: MomentumSGD(momRate=2), r"^MomentumSGD: momRate must be in \[0, 1\), got 2$"),
+    (lambda: MomentumSGD(momRate=1.0), r"MomentumSGD: momRate must be in \[0, 1\), got 1.0"),
+    (lambda: MomentumSGD(momRate=-0.1), r"MomentumSGD: momRate must be in \[0, 1\), got -0.1"),
+    (lambda: NesterovSGD(momRate=float("nan")), r"NesterovSGD: momRate must be a finite number in \[0, 1\), got nan"),
+    (lambda: NesterovSGD(learnRate=-0.5), r"NesterovSGD: learnRate must be >= 0, got -0.5"),
+    (lambda: Adam(alpha=-1e-3), r"Adam: alpha must be >= 0, got -0.001"),
+    (lambda: Adam(beta1=1), r"Adam: beta1 must be in \[0, 1\), got 1"),
+    (lambda: Adam(beta2=complex(0.9, 0)), r"Adam: beta2 must be a finite number in \[0, 1\), got \(0.9\+0j\)"),
+    (lambda: Adam(epsilon=0), r"Adam: epsilon must be > 0, got 0"),
+    (lambda: Adam(epsilon=np.float64("nan")), r"Adam: epsilon must be a finite number > 0, got (np.float64\()?nan"),
+    (lambda: RMSProp(factor=1), r"RMSProp: factor must be in \[0, 1\), got 1"),
+    (lambda: RMSProp(epsilon=-1e-5), r"RMSProp: epsilon must be > 0, got -1e-05"),
+    (lambda: AdaGrad(learnRate=np.float32("inf")), r"AdaGrad: learnRate must be a finite number >= 0"),
+    (lambda: AdaGrad(epsilon=0.0), r"AdaGrad: epsilon must be > 0, got 0.0"),
+], ids=["sgd_lr_negative", "sgd_lr_nan", "sgd_lr_inf", "sgd_lr_bool", "sgd_lr_string", "mom_2", "mom_1", "mom_negative",
+        "nesterov_mom_nan", "nesterov_lr_negative", "adam_alpha_negative", "adam_beta1_1", "adam_beta2_complex",
+        "adam_eps_0", "adam_eps_nan", "rmsprop_factor_1", "rmsprop_eps_negative", "adagrad_lr_inf", "adagrad_eps_0"])
+def test_constructors_refuse_hyperparameters_out_of_range(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_constructors_accept_range_ends_and_numpy_scalars():
+    assert SGD(learnRate=0).learnRate == 0.0 and MomentumSGD(momRate=0).momRate == 0.0
+    opt = MomentumSGD(learnRate=np.float32(0.5), momRate=np.float64(0.25))
+    assert (opt.learnRate, opt.momRate) == (0.5, 0.25) and type(opt.learnRate) is float
+    adam = Adam(alpha=np.int64(1), beta1=0, beta2=np.float32(0.5), epsilon=np.float64(1e-12))
+    assert (adam.alpha, adam.beta1, adam.beta2, adam.epsilon) == (1.0, 0.0, 0.5, 1e-12)
+
+
+def _trainedAdam(steps, alpha=0.01):
+    """A net and an Adam that has taken ``steps`` steps on it, so every state array is nonzero."""
+    rng = np.random.default_rng(steps)
+    net = _smallNet()
+    opt = Adam(alpha=alpha).setupOn(net)
+    _train(net, opt, [(rng.standard_normal((4, 1, 5, 5)).astype(np.float32), rng.integers(0, 3, 4).astype(np.int32))
+                      for _ in range(steps)])
+    return net, opt
+
+
+def _edited(blob, edit):
+    """The optimizer file blob after edit(h5py.File) changed it."""
+    buffer = io.BytesIO(blob)
+    with h5py.File(buffer, "r+") as hdf:
+        edit(hdf)
+    return buffer.getvalue()
+
+
+def _replace(group, key, value):
+    del group[key]
+    group[key] = value
+
+
+def _snapshot(opt):
+    """Everything a load may write, as bytes and exact values."""
+    return (opt.t, [repr(getattr(opt, h)) for h in opt.hyperparameters],
+            {(n, e): (a.dtype.str, a.shape, a.get().tobytes()) for n, s in opt.states.items() for e, a in s.items()})
+
+
+LAST = "fc.b.ms"    # the state key load visits last: a bad value there comes after every other was read
+
+CORRUPTIONS = [
+    ("state_bytes", lambda f: _replace(f["states"], LAST, np.full((3,), b"x", "S1")),
+     r"state 'fc\.b\.ms': expected dtype float32, file has \|S1"),
+    ("state_float64", lambda f: _replace(f["states"], "conv.W.mg", np.zeros((4, 1, 3, 3), np.float64)),
+     r"state 'conv\.W\.mg': expected dtype float32, file has float64"),
+    ("state_complex", lambda f: _replace(f["states"], LAST, np.zeros(3, np.complex64)),
+     r"state 'fc\.b\.ms': expected dtype float32, file has complex64"),
+    ("state_int32", lambda f: _replace(f["states"], LAST, np.zeros(3, np.int32)),
+     r"state 'fc\.b\.ms': expected dtype float32, file has int32"),
+    ("state_group", lambda f: (f["states"].__delitem__(LAST), f["states"].create_group(LAST)),
+     r"state 'fc\.b\.ms': expected a float32 array, file has a Group"),
+    ("state_missing", lambda f: f["states"].__delitem__(LAST), r"state 'fc\.b\.ms': missing from the file"),
+    ("state_shape", lambda f: _replace(f["states"], LAST, np.zeros((3, 1), np.float32)),
+     r"state 'fc\.b\.ms': shape mismatch, optimizer has \(3,\), file has \(3, 1\)"),
+    ("t_negative", lambda f: _replace(f["attrs"], "t", -1), r"attr 't': value must be an integer >= 0, got -1"),
+    ("t_fraction", lambda f: _replace(f["attrs"], "t", 2.5), r"attr 't': value must be an integer >= 0, got 2.5"),
+    ("t_missing", lambda f: f["attrs"].__delitem__("t"), r"attr 't': missing from the file"),
+    ("t_array", lambda f: _replace(f["attrs"], "t", np.array([3, 4])),
+     r"attr 't': expected a scalar, file has shape \(2,\)"),
+    ("alpha_negative", lambda f: _replace(f["attrs"], "alpha", -1.0), r"attr 'alpha': value must be >= 0, got -1.0"),
+    ("beta1_nan", lambda f: _replace(f["attrs"], "beta1", np.nan),
+     r"attr 'beta1': value must be a finite number in \[0, 1\), got nan"),
+    ("beta2_one", lambda f: _replace(f["attrs"], "beta2", 1.0), r"attr 'beta2': value must be in \[0, 1\), got 1.0"),
+    ("epsilon_missing", lambda f: f["attrs"].__delitem__("epsilon"), r"attr 'epsilon': missing from the file"),
+    ("alpha_bytes", lambda f: _replace(f["attrs"], "alpha", b"0.1"),
+     r"attr 'alpha': value must be a finite number >= 0, got b'0.1'"),
+    ("alpha_complex", lambda f: _replace(f["attrs"], "alpha", 0.1 + 0j),
+     r"attr 'alpha': value must be a finite number >= 0, got \(0.1\+0j\)"),
+]
+
+
+@pytest.mark.parametrize("edit,message", [c[1:] for c in CORRUPTIONS], ids=[c[0] for c in CORRUPTIONS])
+def test_optimizer_load_is_all_or_nothing(backend, edit, message):
+    _, source = _trainedAdam(5)
+    blob = _edited(source.save(), edit)
+    net, opt = _trainedAdam(2, alpha=0.02)
+    before, weights = _snapshot(opt), [v.data.get().tobytes() for _, v in net.namedVars()]
+    with pytest.raises(LoadError, match=r"^Adam: cannot load state, optimizer left unchanged:\n(  .*\n)*  " + message):
+        opt.load(blob)
+    assert _snapshot(opt) == before, "a refused load changed the optimizer"
+    assert [v.data.get().tobytes() for _, v in net.namedVars()] == weights
+    opt.load(source.save())     # the same optimizer still takes a good file
+    assert opt.t == 5 and _snapshot(opt) == _snapshot(source)
+
+
+def test_optimizer_load_lists_every_problem_and_names_the_class(backend):
+    _, source = _trainedAdam(1)
+    blob = _edited(source.save(), lambda f: (f["attrs"].__delitem__("t"), _replace(f["attrs"], "beta1", 7.0),
+                                             _replace(f["states"], "fc.W.mg", np.zeros((100, 3), np.float64))))
+    _, opt = _trainedAdam(1)
+    with pytest.raises(LoadError) as info:
+        opt.load(blob)
+    lines = str(info.value).split("\n")
+    assert lines[0] == "Adam: cannot load state, optimizer left unchanged:"
+    assert lines[1:] == ["  attr 't': missing from the file", "  attr 'beta1': value must be in [0, 1), got 7.0",
+                         "  state 'fc.W.mg': expected dtype float32, file has float64"]
+    with pytest.raises(LoadError, match=r"^Adam: attr 'class': missing from the file$"):
+        opt.load(_edited(source.save(), lambda f: f["attrs"].__delitem__("class")))
+    with pytest.raises(LoadError, match=r"^Adam: not an optimizer state file \(groups 'attrs' and 'states' expected"):
+        opt.load(_edited(source.save(), lambda f: f.__delitem__("states")))
+
+
+def test_optimizer_load_accepts_step_zero_and_restores_exact_values(backend):
+    net, source = _trainedAdam(3)
+    source.t = 0                    # a valid, if unusual, file: state from elsewhere, bias correction restarts
+    source.beta1 = 0.0
+    blob = source.save()
+    opt = Adam().setupOn(net)
+    opt.load(blob)
+    assert opt.t == 0 and opt.beta1 == 0.0 and opt.alpha == 0.01
+    for name, state in source.states.items():
+        for entry, ary in state.items():
+            got = opt.states[name][entry]
+            assert got.dtype == np.float32 and np.array_equal(got.get(), ary.get()), (name, entry)

@@ -18,6 +18,7 @@ from minidl.modules import (
     Activation, Add, BatchNorm2D, Conv2D, DepthwiseConv2D, Dropout, Flatten, GlobalAvgPool2D, Identity, Linear,
     PointwiseConv2D, Replicate, relu, relu6,
 )
+from minidl.shapes import positiveInt, realInRange
 
 
 def _convBN(seq, prefix, inmaps, outmaps, size, stride, act):
@@ -59,11 +60,11 @@ def _blockStrides(strides, smallInput):
     return strides
 
 
-def _checkArgs(width, numClasses):
-    if not width > 0:
-        raise ValueError("width must be > 0, got %r" % (width,))
-    if isinstance(numClasses, bool) or not isinstance(numClasses, int) or numClasses < 1:
-        raise ValueError("numClasses must be a positive int, got %r" % (numClasses,))
+def _checkArgs(owner, width, numClasses, inmaps, dropout):
+    """(width, numClasses, inmaps, dropout) as float, int, int, float: width finite and > 0, numClasses
+    and inmaps positive ints (numpy integers too), dropout in [0, 1); ValueError naming owner otherwise."""
+    return (realInRange(owner, "width", width, 0, lowOpen=True), positiveInt(owner, "numClasses", numClasses),
+            positiveInt(owner, "inmaps", inmaps), realInRange(owner, "dropout", dropout, 0, 1, highOpen=True))
 
 
 # (output maps, stride) of V1's 13 depthwise-separable blocks
@@ -72,8 +73,11 @@ _V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 def loadMobileNetV1(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=1e-3, name="mobilenet"):
-    """MobileNetV1: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
-    _checkArgs(width, numClasses)
+    """MobileNetV1: input (N, inmaps, H, W), output (N, numClasses) raw scores.
+
+    width finite and > 0; numClasses, inmaps positive ints; dropout in [0, 1) (0: no Dropout layer).
+    """
+    width, numClasses, inmaps, dropout = _checkArgs("loadMobileNetV1", width, numClasses, inmaps, dropout)
     net = Sequential(name)
     maps = int(32 * width)
     _stem(net, inmaps, maps, smallInput, relu)
@@ -117,8 +121,8 @@ def _invertedResidual(name, inmaps, outmaps, stride, expand):
 
 
 def loadMobileNetV2(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=0.2, name="mobilenetv2"):
-    """MobileNetV2: input (N, inmaps, H, W), output (N, numClasses) raw scores."""
-    _checkArgs(width, numClasses)
+    """MobileNetV2: input (N, inmaps, H, W), output (N, numClasses) raw scores; arguments as loadMobileNetV1's."""
+    width, numClasses, inmaps, dropout = _checkArgs("loadMobileNetV2", width, numClasses, inmaps, dropout)
     net = Sequential(name)
     maps = _divisible(32 * width)
     _stem(net, inmaps, maps, smallInput, relu6)

@@ -3,7 +3,7 @@
 Names (PuzzleLib's): ``relu``, ``leakyRelu`` (args: slope, default 0.01),
 ``elu`` (args: alpha, default 1.0), ``sigmoid``, ``tanh``, ``softPlus``,
 ``clip`` (args: (low, high)) and ``relu6`` (= clip with (0, 6)). Any shape
-in, the same shape out.
+in, the same shape out. Args are finite real numbers (ValueError otherwise).
 
 ``inplace=True`` (as PuzzleLib's and PyTorch's) writes the output over the
 input array and the input gradient over the incoming gradient, saving a
@@ -18,6 +18,7 @@ negative slope (whose sign flips) cannot be in place.
 
 from minidl.backend import ops
 from minidl.module import Module
+from minidl.shapes import realInRange
 
 relu, relu6, clip, leakyRelu, elu, sigmoid, tanh, softPlus = (
     "relu", "relu6", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus")
@@ -41,6 +42,7 @@ class Activation(Module):
         args = tuple(args) if args else defaults
         if len(args) != len(defaults):
             raise ValueError("Activation %r takes %d args, got %r" % (activation, len(defaults), args))
+        args = tuple(realInRange("Activation %r" % activation, "args[%d]" % i, a) for i, a in enumerate(args))
         if kind == "clip" and not args[0] < args[1]:
             raise ValueError("Activation clip: expected low < high, got %r" % (args,))
         self.kind = kind

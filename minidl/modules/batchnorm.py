@@ -14,6 +14,10 @@ The update count is not part of PuzzleLib's file layout, so a loaded
 BatchNorm counts as warmed up and continues with minFactor: resuming from a
 checkpoint reproduces an uninterrupted run once the checkpoint is past the
 warm-up (initFactor / minFactor updates, 10 by default).
+
+Hyperparameters: maps a positive int (Python or numpy integer); epsilon
+finite and > 0; initFactor and minFactor in (0, 1]; sscale finite and >= 0.
+Anything else raises ValueError naming the class and the argument.
 """
 
 import math
@@ -22,6 +26,7 @@ import numpy as np
 
 from minidl.backend import gpuarray, ops
 from minidl.module import Module
+from minidl.shapes import positiveInt, realInRange
 from minidl.variable import Variable
 
 
@@ -30,15 +35,12 @@ class BatchNorm2D(Module):
                  empty=False):
         super().__init__(name)
         self.registerBlueprint(locals())
-        if isinstance(maps, bool) or not isinstance(maps, int) or maps < 1:
-            raise ValueError("%s: maps must be a positive int, got %r" % (type(self).__name__, maps))
-        if epsilon <= 0:
-            raise ValueError("%s: epsilon must be > 0, got %r" % (type(self).__name__, epsilon))
-        if not 0 < minFactor <= 1 or not 0 < initFactor <= 1:
-            raise ValueError("%s: initFactor and minFactor must be in (0, 1], got %r and %r"
-                             % (type(self).__name__, initFactor, minFactor))
-        self.maps, self.epsilon = maps, epsilon
-        self.initFactor, self.minFactor = initFactor, minFactor
+        kind = type(self).__name__
+        self.maps = maps = positiveInt(kind, "maps", maps)
+        self.epsilon = realInRange(kind, "epsilon", epsilon, 0, lowOpen=True)
+        self.initFactor = realInRange(kind, "initFactor", initFactor, 0, 1, lowOpen=True)
+        self.minFactor = realInRange(kind, "minFactor", minFactor, 0, 1, lowOpen=True)
+        realInRange(kind, "sscale", sscale, 0)
         self.affine = affine
         self.numOfUpdates = 0
         shape = (1, maps, 1, 1)

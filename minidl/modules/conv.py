@@ -11,6 +11,11 @@ Conv2D picks its backend path at construction (``module.algo``):
 - "general" otherwise: im2col + GEMM batched over groups.
 All three compute the same function; tests hold them to the general path.
 
+inmaps, outmaps and groups are positive ints (Python or numpy integers);
+size, stride, pad and dilation ints or (h, w) pairs; wscale a finite number
+> 0 (the spread of the "gaussian" and "uniform" init schemes). Anything else
+raises ValueError naming the class and the argument.
+
 Not supported: asymmetric padding (use explicit padding), transposed conv,
 float16/float64 data.
 """
@@ -18,14 +23,8 @@ float16/float64 data.
 from minidl.backend import gpuarray, ops
 from minidl.initschemes import createTensorWithScheme, parseScheme
 from minidl.module import Module
-from minidl.shapes import conv2dOutShape, pair, positiveSize
+from minidl.shapes import conv2dOutShape, pair, positiveInt, positiveSize, realInRange
 from minidl.variable import Variable
-
-
-def _positiveInt(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("%s: %s must be a positive int, got %r" % (owner, name, value))
-    return value
 
 
 class Conv2D(Module):
@@ -34,9 +33,9 @@ class Conv2D(Module):
         super().__init__(name)
         self.registerBlueprint(locals())
         kind = type(self).__name__
-        self.inmaps = _positiveInt(kind, "inmaps", inmaps)
-        self.outmaps = _positiveInt(kind, "outmaps", outmaps)
-        self.groups = _positiveInt(kind, "groups", groups)
+        self.inmaps = inmaps = positiveInt(kind, "inmaps", inmaps)
+        self.outmaps = outmaps = positiveInt(kind, "outmaps", outmaps)
+        self.groups = groups = positiveInt(kind, "groups", groups)
         if inmaps % groups or outmaps % groups:
             raise ValueError("%s: inmaps (%d) and outmaps (%d) must both be divisible by groups (%d)"
                              % (kind, inmaps, outmaps, groups))
@@ -44,6 +43,7 @@ class Conv2D(Module):
         self.stride = positiveSize("%s: stride" % kind, pair(stride, "%s: stride" % kind), 1)
         self.pad = positiveSize("%s: pad" % kind, pair(pad, "%s: pad" % kind), 0)
         self.dilation = positiveSize("%s: dilation" % kind, pair(dilation, "%s: dilation" % kind), 1)
+        realInRange(kind, "wscale", wscale, 0, lowOpen=True)
         parseScheme(initscheme)
 
         if groups == inmaps:
@@ -139,8 +139,8 @@ class DepthwiseConv2D(Conv2D):
 
     def __init__(self, inmaps, size, stride=1, pad=0, dilation=1, multiplier=1, wscale=1.0, useBias=True, name=None,
                  initscheme=None, empty=False):
-        _positiveInt("DepthwiseConv2D", "inmaps", inmaps)
-        self.multiplier = _positiveInt("DepthwiseConv2D", "multiplier", multiplier)
+        inmaps = positiveInt("DepthwiseConv2D", "inmaps", inmaps)
+        self.multiplier = multiplier = positiveInt("DepthwiseConv2D", "multiplier", multiplier)
         super().__init__(inmaps, inmaps * multiplier, size, stride=stride, pad=pad, dilation=dilation, wscale=wscale,
                          useBias=useBias, name=name, initscheme=initscheme, empty=empty, groups=inmaps)
         self.registerBlueprint(locals())

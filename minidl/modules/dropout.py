@@ -10,15 +10,14 @@ import numpy as np
 
 from minidl.backend import ops
 from minidl.module import Module
+from minidl.shapes import realInRange
 
 
 class Dropout(Module):
     def __init__(self, p=0.5, seed=None, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())
-        if not 0 <= p < 1:
-            raise ValueError("Dropout: p must be in [0, 1), got %r" % (p,))
-        self.p = p
+        self.p = realInRange("Dropout", "p", p, 0, 1, highOpen=True)
         # a host generator of per-call seeds (no array math happens here)
         self.seeds = np.random.default_rng(np.random.randint(2 ** 31) if seed is None else seed)
         self.mask = None

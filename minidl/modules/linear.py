@@ -1,12 +1,15 @@
 """Linear(insize, outsize): y = x @ W + b with W (insize, outsize), b (outsize,).
 
 Input (N, insize) float32 -> (N, outsize). Higher-rank input is not flattened
-implicitly: put a Flatten in front.
+implicitly: put a Flatten in front. insize and outsize are positive ints
+(Python or numpy integers), wscale a finite number > 0; anything else raises
+ValueError.
 """
 
 from minidl.backend import gpuarray, ops
 from minidl.initschemes import createTensorWithScheme, parseScheme
 from minidl.module import Module
+from minidl.shapes import positiveInt, realInRange
 from minidl.variable import Variable
 
 
@@ -14,9 +17,8 @@ class Linear(Module):
     def __init__(self, insize, outsize, wscale=1.0, useBias=True, initscheme=None, name=None, empty=False):
         super().__init__(name)
         self.registerBlueprint(locals())
-        for what, v in (("insize", insize), ("outsize", outsize)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError("Linear: %s must be a positive int, got %r" % (what, v))
+        insize, outsize = positiveInt("Linear", "insize", insize), positiveInt("Linear", "outsize", outsize)
+        realInRange("Linear", "wscale", wscale, 0, lowOpen=True)
         parseScheme(initscheme)
         self.insize, self.outsize, self.useBias = insize, outsize, useBias
         W = gpuarray.zeros((insize, outsize)) if empty else \

@@ -5,6 +5,7 @@ MobileNetV2's residual block is Replicate(2) -> Parallel(body, Identity) -> Add(
 
 from minidl.backend import ops
 from minidl.module import Module
+from minidl.shapes import positiveInt
 
 
 class Replicate(Module):
@@ -13,9 +14,7 @@ class Replicate(Module):
     def __init__(self, times, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())
-        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-            raise ValueError("Replicate: times must be a positive int, got %r" % (times,))
-        self.times = times
+        self.times = positiveInt("Replicate", "times", times)
 
     def checkDataShape(self, shape):
         if isinstance(shape, list):

@@ -1,6 +1,7 @@
 """Shape-only modules: Flatten, Reshape, Identity (views, no arithmetic)."""
 
 from minidl.module import Module
+from minidl.shapes import isInt
 
 
 class Identity(Module):
@@ -52,9 +53,9 @@ class Reshape(Module):
         super().__init__(name)
         self.registerBlueprint(locals())
         shape = tuple(shape)
-        if sum(1 for d in shape if d == -1) > 1 or any((not isinstance(d, int)) or d < -1 for d in shape):
+        if sum(1 for d in shape if isInt(d) and d == -1) > 1 or any(not isInt(d) or d < -1 for d in shape):
             raise ValueError("Reshape: shape may hold ints >= 0 and at most one -1, got %r" % (shape,))
-        self.shape = shape
+        self.shape = tuple(int(d) for d in shape)
 
     def dataShapeFrom(self, inshape):
         if isinstance(inshape, list):

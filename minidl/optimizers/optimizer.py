@@ -8,17 +8,38 @@ Adam) is a plain attribute: change it between steps for a schedule. Each
 Variable's ``wc`` adds L2 weight decay (g + wc * w); its ``learnRate`` and
 ``momRate`` multiply the optimizer's rates.
 
+Hyperparameters are checked where they are set, in the constructor and in
+``load``: each has one range in ``HYPERPARAMETER_RANGES`` (learning rates finite
+and >= 0, momentum and decay factors in [0, 1), epsilon finite and > 0);
+anything else (NaN, inf, a bool, a string) raises ValueError naming the
+optimizer and the hyperparameter. Assigning the attribute later (a schedule)
+is not checked.
+
 ``save(path | None)`` writes the step count, the hyperparameters and every
 state array (h5, atomically; bytes when path is None); ``load`` checks them all
 against the current setup before changing anything, so a resumed run continues
-with exactly the numbers of an uninterrupted one.
+with exactly the numbers of an uninterrupted one, and a refused file leaves the
+optimizer exactly as it was.
 """
 
+import h5py
 import numpy as np
 
 from minidl.backend import gpuarray
 from minidl.errors import LoadError
 from minidl.serialization import openH5, writeH5
+from minidl.shapes import isInt, realInRange
+
+# name -> (low, high, lowOpen, highOpen) for every optimizer's hyperparameters (None: unbounded)
+HYPERPARAMETER_RANGES = {
+    "learnRate": (0, None, False, False),
+    "alpha": (0, None, False, False),
+    "momRate": (0, 1, False, True),
+    "beta1": (0, 1, False, True),
+    "beta2": (0, 1, False, True),
+    "factor": (0, 1, False, True),
+    "epsilon": (0, None, True, False),
+}
 
 
 class Optimizer:
@@ -29,6 +50,11 @@ class Optimizer:
         self.module = None
         self.vars = {}
         self.states = {}
+
+    def checkHyperparameter(self, name, value):
+        """float(value) when it is a finite real number in the range of hyperparameter ``name``;
+        ValueError "<class>: <name> must be ..., got ..." otherwise."""
+        return _checkRange(type(self).__name__, name, name, value)
 
     def setupOn(self, module):
         self.module = module
@@ -81,37 +107,112 @@ class Optimizer:
         return writeH5(filename, writer)
 
     def load(self, source):
+        """Restore what ``save`` wrote, from a path, bytes or an open h5py.File; all or nothing.
+
+        The file must hold this class's state for exactly the current setup: 'attrs/class' naming
+        this class; 'attrs/t' an integer scalar >= 0; every hyperparameter a finite real scalar in
+        its range (HYPERPARAMETER_RANGES); 'states/<var>.<entry>' for each state array of this
+        setup and no other, float32 (either byte order) of that array's shape. Everything is read
+        and checked before anything is written: on any problem LoadError lists each entry with
+        what was expected and what the file holds, and the optimizer (t, hyperparameters, state
+        arrays) is left byte-identical.
+        """
         self._requireSetup()
         hdf, close = openH5(source)
         try:
-            if "attrs" not in hdf or "states" not in hdf:
-                raise LoadError("%s: not an optimizer state file (groups 'attrs' and 'states' expected, found %s)"
-                                % (type(self).__name__, sorted(hdf.keys())))
-            attrs, states = hdf["attrs"], hdf["states"]
-            kind = attrs["class"][()].decode() if "class" in attrs else "?"
-            if kind != type(self).__name__:
-                raise LoadError("%s: the file holds %s state" % (type(self).__name__, kind))
-            expected = {"%s.%s" % (n, e): a for n, s in self.states.items() for e, a in s.items()}
-            problems = ["state %r: missing from the file" % k for k in expected if k not in states]
-            problems += ["state %r: unexpected key in the file" % k for k in states if k not in expected]
-            values = {}
-            for key, ary in expected.items():
-                if key in states:
-                    value = np.asarray(states[key][()])
-                    if value.shape != tuple(ary.shape):
-                        problems.append("state %r: shape mismatch, optimizer has %s, file has %s"
-                                        % (key, tuple(ary.shape), value.shape))
-                    values[key] = value
-            if problems:
-                raise LoadError("%s: cannot load state, optimizer left unchanged:\n  %s"
-                                % (type(self).__name__, "\n  ".join(problems)))
-            hyper = {h: float(attrs[h][()]) for h in self.hyperparameters if h in attrs}
-            t = int(attrs["t"][()])
+            t, hyper, values = self._readFile(hdf)
         finally:
             if close:
                 hdf.close()
+        # everything checked: only now is anything written
+        expected = self._stateArrays()
         for key, value in values.items():
-            expected[key].set(value.astype(np.float32))
+            expected[key].set(value)
         for h, v in hyper.items():
             setattr(self, h, v)
         self.t = t
+
+    def _stateArrays(self):
+        """{'<var>.<entry>': state array} of the current setup, the keys ``save`` writes."""
+        return {"%s.%s" % (n, e): a for n, s in self.states.items() for e, a in s.items()}
+
+    def _readFile(self, hdf):
+        """(t, {hyperparameter: float}, {state key: float32 host array}) from the file; LoadError
+        listing every problem when anything is missing, unexpected or out of range."""
+        kind = type(self).__name__
+        attrs, states = hdf.get("attrs"), hdf.get("states")
+        if not isinstance(attrs, h5py.Group) or not isinstance(states, h5py.Group):
+            raise LoadError("%s: not an optimizer state file (groups 'attrs' and 'states' expected, found %s)"
+                            % (kind, sorted(hdf.keys())))
+        stored, problem = _scalar(attrs, "class")
+        if problem is None and isinstance(stored, bytes):
+            stored = stored.decode("utf-8", "replace")
+        if problem is None and not isinstance(stored, str):
+            problem = "value must be the optimizer's class name, got %r" % (stored,)
+        if problem is not None:
+            raise LoadError("%s: attr 'class': %s" % (kind, problem))
+        if stored != kind:
+            raise LoadError("%s: the file holds %s state" % (kind, stored))
+
+        problems = []
+        t, problem = _scalar(attrs, "t")
+        if problem is None and (not isInt(t) or t < 0):
+            problem = "value must be an integer >= 0, got %r" % (t,)
+        if problem is not None:
+            problems.append("attr 't': %s" % problem)
+
+        hyper = {}
+        for h in self.hyperparameters:
+            value, problem = _scalar(attrs, h)
+            if problem is not None:
+                problems.append("attr %r: %s" % (h, problem))
+                continue
+            try:
+                hyper[h] = _checkRange("attr %r" % h, "value", h, value)
+            except ValueError as e:
+                problems.append(str(e))
+
+        expected = self._stateArrays()
+        problems += ["state %r: missing from the file" % k for k in expected if k not in states]
+        problems += ["state %r: unexpected key in the file" % k for k in states if k not in expected]
+        values = {}
+        for key, ary in expected.items():
+            node = states.get(key)
+            if node is None:
+                continue
+            if not isinstance(node, h5py.Dataset):
+                problems.append("state %r: expected a float32 array, file has a %s" % (key, type(node).__name__))
+                continue
+            dtype, shape = np.dtype(node.dtype), node.shape
+            ok = True
+            if dtype.kind != "f" or dtype.itemsize != 4:
+                problems.append("state %r: expected dtype float32, file has %s" % (key, dtype))
+                ok = False
+            if shape != tuple(ary.shape):
+                problems.append("state %r: shape mismatch, optimizer has %s, file has %s"
+                                % (key, tuple(ary.shape), shape))
+                ok = False
+            if ok:
+                values[key] = np.ascontiguousarray(node[()], dtype=np.float32)
+        if problems:
+            raise LoadError("%s: cannot load state, optimizer left unchanged:\n  %s" % (kind, "\n  ".join(problems)))
+        return int(t), hyper, values
+
+
+def _checkRange(owner, what, name, value):
+    """realInRange over hyperparameter name's range, the message reading "<owner>: <what> must be ..."."""
+    low, high, lowOpen, highOpen = HYPERPARAMETER_RANGES[name]
+    return realInRange(owner, what, value, low, high, lowOpen, highOpen)
+
+
+def _scalar(group, key):
+    """(value, None) for a scalar dataset group[key], numpy scalars as Python ones; (None, reason) otherwise."""
+    node = group.get(key)
+    if node is None:
+        return None, "missing from the file"
+    if not isinstance(node, h5py.Dataset):
+        return None, "expected a scalar, file has a %s" % type(node).__name__
+    if node.shape != ():
+        return None, "expected a scalar, file has shape %s" % (node.shape,)
+    value = node[()]
+    return (value.item() if isinstance(value, np.generic) else value), None

@@ -1,5 +1,9 @@
 """The optimizers, with PuzzleLib's names and defaults. Each update rule is one
-backend op (see minidl.backend.interface for the formulas)."""
+backend op (see minidl.backend.interface for the formulas). Constructors check
+every hyperparameter against its range (minidl.optimizers.optimizer's
+HYPERPARAMETER_RANGES): learnRate/alpha finite and >= 0; momRate, beta1, beta2
+and factor in [0, 1); epsilon finite and > 0. Anything else raises ValueError,
+e.g. "MomentumSGD: momRate must be in [0, 1), got 2"."""
 
 from minidl.backend import ops
 from minidl.optimizers.optimizer import Optimizer
@@ -10,7 +14,7 @@ class SGD(Optimizer):
 
     def __init__(self, learnRate=1e-3):
         super().__init__()
-        self.learnRate = learnRate
+        self.learnRate = self.checkHyperparameter("learnRate", learnRate)
 
     def updateVar(self, var, state):
         ops.sgdUpdate(var.data, var.grad, self.learnRate * var.learnRate, var.wc)
@@ -23,7 +27,8 @@ class MomentumSGD(Optimizer):
 
     def __init__(self, learnRate=1e-3, momRate=0.9):
         super().__init__()
-        self.learnRate, self.momRate = learnRate, momRate
+        self.learnRate = self.checkHyperparameter("learnRate", learnRate)
+        self.momRate = self.checkHyperparameter("momRate", momRate)
 
     def setupState(self, var):
         return {"mom": self.zeroState(var)}
@@ -48,7 +53,10 @@ class Adam(Optimizer):
 
     def __init__(self, alpha=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8):
         super().__init__()
-        self.alpha, self.beta1, self.beta2, self.epsilon = alpha, beta1, beta2, epsilon
+        self.alpha = self.checkHyperparameter("alpha", alpha)
+        self.beta1 = self.checkHyperparameter("beta1", beta1)
+        self.beta2 = self.checkHyperparameter("beta2", beta2)
+        self.epsilon = self.checkHyperparameter("epsilon", epsilon)
 
     @property
     def learnRate(self):
@@ -73,7 +81,9 @@ class RMSProp(Optimizer):
 
     def __init__(self, learnRate=1e-3, factor=0.9, epsilon=1e-5):
         super().__init__()
-        self.learnRate, self.factor, self.epsilon = learnRate, factor, epsilon
+        self.learnRate = self.checkHyperparameter("learnRate", learnRate)
+        self.factor = self.checkHyperparameter("factor", factor)
+        self.epsilon = self.checkHyperparameter("epsilon", epsilon)
 
     def setupState(self, var):
         return {"ms": self.zeroState(var)}
@@ -90,7 +100,8 @@ class AdaGrad(Optimizer):
 
     def __init__(self, learnRate=1e-3, epsilon=1e-8):
         super().__init__()
-        self.learnRate, self.epsilon = learnRate, epsilon
+        self.learnRate = self.checkHyperparameter("learnRate", learnRate)
+        self.epsilon = self.checkHyperparameter("epsilon", epsilon)
 
     def setupState(self, var):
         return {"h": self.zeroState(var)}
