@@ -929,13 +929,6 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
     return CUDA_SUCCESS;
 }
 
-// ---- the emulator's own entry point, for tests: which parameters a kernel takes ----
-
-API const char* cuemuKernelSignature(CUfunction f)
-{
-    return reinterpret_cast<Function*>(f)->info->codes;
-}
-
 // ---- the legacy attach/detach pair (pycuda detaches the contexts it holds at exit) ----
 
 API CUresult cuCtxAttach(CUcontext* pctx, unsigned int flags)
