@@ -37,7 +37,7 @@ def test_round_trip_path_bytes_and_open_file(backend, tmp_path):
     src = _net()
     x = gpuarray.to_gpu(np.random.randn(2, 3, 5, 5).astype(np.float32))
     want = src(x).get()
-    path = tmp_path / "sub" / "w.h5"
+    path = tmp_path / "w.h5"
     assert src.save(str(path)) is None and path.exists()
     blob = src.save()
     assert isinstance(blob, bytes) and blob[:8] == b"\x89HDF\r\n\x1a\n"
@@ -145,14 +145,17 @@ def test_shape_mismatch_is_never_tolerated(backend):
         assert np.array_equal(v, before[k])
 
 
-def test_unsafe_dtype_cast_rejected(backend, tmp_path):
-    path = tmp_path / "f64.h5"
-    with h5py.File(path, "w") as hdf:
-        hdf.create_group("params").create_dataset("0", data=np.zeros((2, 1, 1, 1), np.float64))
-        hdf.create_group("links")["c.W"] = 0
+def test_dtype_other_than_float32_rejected(backend, tmp_path):
+    """Lossy (float64) and lossless-but-different (float16) dtypes alike: see test_load_security.py."""
     conv = Conv2D(1, 2, 1, useBias=False, name="c")
-    with pytest.raises(LoadError, match=r"parameter 'W': unsafe dtype cast, model has float32, file 'c.W' has float64"):
-        conv.load(str(path))
+    for dtype in (np.float64, np.float16):
+        path = tmp_path / ("%s.h5" % np.dtype(dtype).name)
+        with h5py.File(path, "w") as hdf:
+            hdf.create_group("params").create_dataset("0", data=np.zeros((2, 1, 1, 1), dtype))
+            hdf.create_group("links")["c.W"] = 0
+        with pytest.raises(LoadError, match=r"parameter 'W': dtype mismatch, model has float32, file 'c.W' has %s"
+                                            % np.dtype(dtype).name):
+            conv.load(str(path))
 
 
 def test_corrupt_and_foreign_files(backend, tmp_path):
@@ -188,3 +191,18 @@ def test_save_is_atomic(backend, tmp_path, monkeypatch):
         _net().save(str(path))
     assert path.read_bytes() == original, "a crashed save must not touch the existing file"
     assert os.listdir(tmp_path) == ["w.h5"], "no temporary file left behind"
+
+
+def test_bytes_sources_stay_apart(backend):
+    """Bytes open as in-memory HDF5 images; two open at once must not be taken for one file."""
+    a, b = _net(), _net()
+    blobA, blobB = a.save(), b.save()
+    first, closeFirst = serialization.openH5(blobA)
+    try:
+        dst = _net()
+        dst.load(blobB)
+        _assertSameState(b, dst)
+        assert np.array_equal(first["params"]["0"][()], a.getVar("block1.sep.depthwise.W").data.get())
+    finally:
+        first.close()
+    assert closeFirst
