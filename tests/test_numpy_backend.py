@@ -5,6 +5,7 @@ MINIDL_BACKEND or the machine would select: most call minidl.backend.numpy direc
 built in a test (the Winograd gradient check's Conv2D) and gradcheck's arrays take the current one."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,174 @@ def test_workspace_limit_releases_free_buffers():
     ws.empty((1 << 18,), np.int32)          # 1 MiB, freed at once
     ws.empty((2 << 18,), np.float32)        # 2 MiB: over the limit, so the free 1 MiB goes first
     assert ws.held == 3 * (1 << 20) and a.shape == (1 << 18,)
+
+
+MIB = 1 << 20
+
+
+def test_workspace_limit_counts_buffers_in_use():
+    """The pool never holds more than its limit: with the limit taken by buffers in use, a request
+    gets an array the pool does not keep, and a pooled buffer freed later is reused."""
+    ws = Workspace(3 * MIB)
+    held = [ws.empty((MIB // 4,), np.float32) for _ in range(3)]     # 3 x 1 MiB, in use
+    extra = ws.empty((MIB // 4,), np.float32)
+    assert ws.held == 3 * MIB, "a fourth buffer in use must not be kept past the 3 MiB limit"
+    assert not any(np.shares_memory(extra, h) for h in held)
+    big = ws.empty((4 * MIB,), np.uint8)         # larger than the whole limit: never kept
+    assert ws.held == 3 * MIB and big.size == 4 * MIB
+    del extra, big
+    address = held[-1].__array_interface__["data"][0]
+    del held[-1]
+    again = ws.empty((MIB // 4,), np.float32)
+    assert again.__array_interface__["data"][0] == address and ws.held == 3 * MIB
+
+
+def test_workspace_drops_least_recently_used_free_buffers_first():
+    ws = Workspace(3 * MIB)
+    sizes = [MIB, MIB - 4096, MIB - 8192]          # three buckets
+    for size in sizes:
+        ws.empty((size,), np.uint8)                # each freed at once
+    ws.empty((sizes[0],), np.uint8)                # the oldest, used again: now the most recent
+    ws.empty((MIB - 12288,), np.uint8)             # a new size: one buffer must go
+    assert sorted(ws.buckets) == sorted([sizes[0], sizes[2], MIB - 12288]), \
+        "the least recently handed out free buffer is dropped, and only as many as needed"
+
+
+@pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, 1280)])
+def test_workspace_setting(text, mb):
+    from minidl.backend.numpy.array import workspaceLimit
+    assert workspaceLimit({} if text is None else {"MINIDL_WORKSPACE_MB": text}) == mb * MIB
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", "", "-5", "8GB"])
+def test_workspace_bad_setting_names_the_variable(text):
+    from minidl.backend.numpy.array import workspaceLimit
+    with pytest.raises(ValueError, match=r"MINIDL_WORKSPACE_MB must be a whole number of megabytes.*got "
+                                         + re.escape(repr(text))):
+        workspaceLimit({"MINIDL_WORKSPACE_MB": text})
+
+
+def test_workspace_bad_setting_fails_when_the_backend_loads():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, MINIDL_WORKSPACE_MB="1.5", MINIDL_BACKEND="numpy")
+    code = "import numpy, minidl.backend as B; B.current().zeros((2,), numpy.float32)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True)
+    assert proc.returncode != 0 and "ValueError: MINIDL_WORKSPACE_MB must be a whole number" in proc.stderr, \
+        proc.stderr[-2000:]
+
+
+def test_workspace_is_thread_safe():
+    """Threads asking for and dropping buffers at once (thread switches forced every microsecond):
+    no buffer is ever handed to two holders, and the pool stays within its limit."""
+    import sys
+    import threading
+    ws = Workspace(6 * MIB)
+    errors = []
+
+    def work(tag):
+        try:
+            rng = np.random.default_rng(tag)
+            mine = []
+            for i in range(400):
+                size = (MIB // 4) * int(rng.integers(1, 3))
+                a = ws.empty((size // 4,), np.float32)
+                a.fill(tag)
+                mine.append(a)
+                if len(mine) > 3:
+                    b = mine.pop(int(rng.integers(0, len(mine))))
+                    if not (b == tag).all():
+                        errors.append("thread %d: a buffer it held was written by another" % tag)
+                        return
+                assert ws.held <= 6 * MIB
+        except Exception as e:      # noqa: BLE001 - reported below
+            errors.append("thread %d: %r" % (tag, e))
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert not errors, errors[:3]
+
+
+def test_blas_pin_is_shared_by_threads():
+    """Two threads in gemm.overBatch at once: numpy's BLAS stays at one thread until the last one
+    leaves, then gets its thread count back. (With each call restoring the count it saved, the first
+    to leave unpinned BLAS under the other's GEMMs, and the second then pinned it for good.)"""
+    import threading
+    from minidl.backend.numpy import gemm
+    split = gemm._setup()
+    if split is None:
+        pytest.skip("no GEMM threads here (numba off, threadpoolctl missing or one core)")
+    blas = split[0]
+    original = [c.num_threads for c in blas]
+    for c in blas:
+        c.set_num_threads(2)
+    aInside, bInside, aDone = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def pieceA(t, lo, hi):
+        if t == 0:
+            aInside.set()
+            bInside.wait(10)
+
+    def pieceB(t, lo, hi):
+        if t == 0:
+            bInside.set()
+            aDone.wait(10)      # A has left overBatch; B's GEMMs would run now
+            seen.append([c.num_threads for c in blas])
+
+    def runA():
+        gemm.overBatch(2, pieceA)
+        aDone.set()
+
+    def runB():
+        aInside.wait(10)
+        gemm.overBatch(2, pieceB)
+
+    try:
+        threads = [threading.Thread(target=runA), threading.Thread(target=runB)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        after = [c.num_threads for c in blas]
+    finally:
+        for c, n in zip(blas, original):
+            c.set_num_threads(n)
+    assert seen == [[1] * len(blas)], "BLAS unpinned while another thread was still in overBatch: %s" % seen
+    assert after == [2] * len(blas), "BLAS thread count not restored after both calls: %s" % after
+
+
+@pytest.mark.slow
+def test_varying_batch_sizes_stay_within_memory():
+    """One forward per batch size 1..60 on MobileNetV2-0.5 with default settings: under 2 GB of
+    peak RSS (8.4 GB when the limit bounded only free buffers)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "MINIDL_WORKSPACE_MB"}
+    env["MINIDL_BACKEND"] = "numpy"
+    code = """if True:
+        import resource, numpy as np, minidl.backend as B
+        from minidl.models import loadMobileNetV2
+        net = loadMobileNetV2(width=0.5, numClasses=10, smallInput=True)
+        rng = np.random.default_rng(0)
+        for n in range(1, 61):
+            net(B.current().to_gpu(rng.random((n, 3, 32, 32), dtype=np.float32)))
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) < 2048, "peak RSS %s MB" % proc.stdout.split()[-1]
 
 
 CONV_CASES = [

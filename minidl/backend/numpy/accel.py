@@ -8,9 +8,22 @@ parallel over planes or channels, with no temporaries. Compiled code is cached
 on disk (numba's cache=True), so only the first run of a checkout compiles.
 The NumPy implementations stay as the reference and the fallback; tests hold
 the two to each other.
+
+Non-finite values: the kernels compile with FASTMATH, fast-math without the
+flags that assume no NaN or infinity, so a NaN or an infinity goes through
+each loop as IEEE arithmetic takes it. Where a kernel's shortcut can still put
+one where the formula would not (it multiplies pixels outside a window, or
+padding and seams, by zeros; Winograd's tiles mix neighbours), its caller
+checks the result and falls back to an exact path (see each op's file).
+
+Threads: every parallel kernel is launched through `parallel` below, which
+serialises launches while the threading layer is numba's workqueue (not safe
+for launches from two threads at once: numba aborts the process).
 """
 
+import functools
 import os
+import threading
 
 import numpy as np
 
@@ -59,7 +72,45 @@ if enabled and "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "workqueue"
 
 if enabled:
-    _jit = dict(parallel=True, cache=True, fastmath=True, nogil=True)
+    # Fast-math flags for every kernel: 'reassoc' lets sums run (and vectorise) in any order and
+    # 'contract' fuses a multiply and an add into one rounding. Neither assumes away NaN or infinity,
+    # so neither changes which results are non-finite: a NaN term makes any order of the sum NaN,
+    # +inf and -inf give NaN in any order, and only a sum or product within rounding of float32's
+    # overflow could land differently (as with any change of rounding). Not taken: 'nnan' and
+    # 'ninf' (with them LLVM folded ReLU's comparisons into a max that turned NaN into 0), 'nsz',
+    # 'arcp' and 'afn' (sign of zero, reciprocals, approximate functions). Measured against full
+    # fast-math, in one process with the two builds alternating: the MobileNet-0.5 training steps
+    # and the depthwise, Winograd and batch-norm ops each within 2%, either way (noise).
+    FASTMATH = {"reassoc", "contract"}
+    _jit = dict(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)
+
+    # numba's workqueue layer (taken when another library loaded OpenMP first, or with
+    # OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch
+    # parallel kernels at once. Launches are serialised while the layer is, or may be, workqueue:
+    # until the first launch has run numba has not picked its layer, so that one holds the lock too.
+    # The OpenMP and TBB layers take concurrent launches, so there the lock is skipped (the check
+    # costs 0.1 us a launch). On workqueue the lock measured at most 3 us a launch, against ~50 us
+    # for workqueue's own launch; a MobileNetV2-0.5 training step makes 292 launches (V1: 174).
+    _launchLock = threading.Lock()
+    _serialise = [None]         # unknown until the first launch; then whether the layer is workqueue
+
+    def _serialised(kernel):
+        """A launcher for the compiled parallel kernel that holds _launchLock where the layer needs it."""
+        @functools.wraps(kernel.py_func)
+        def launch(*args):
+            if _serialise[0] is False:
+                return kernel(*args)
+            with _launchLock:
+                result = kernel(*args)
+                if _serialise[0] is None:
+                    _serialise[0] = numba.threading_layer() == "workqueue"
+            return result
+        launch.kernel = kernel
+        return launch
+
+    def parallel(fn):
+        """fn compiled with _jit (parallel, FASTMATH), launched through _serialised."""
+        return _serialised(njit(**_jit)(fn))
 
     # The depthwise kernels work on a block of B images of one channel at a time, stacked into a
     # private zero-padded "tall" scratch plane: the padding rows of each image separate it from the
@@ -109,7 +160,7 @@ if enabled:
         else:
             tall[k, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] = src
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _taps(acc, store, w, co, span, width, dh, dw, flip, init, add):
         """acc[q] (+)= sum over taps (i, j) of w[co, 0, i, j] * store[q + offset of (i, j)], q < span, the
         offset being (i*dh*width + j*dw), or that of the flipped tap (kh-1-i, kw-1-j) when flip.
@@ -142,7 +193,7 @@ if enabled:
                     for q in range(span):
                         acc[q] += wv * tap[q]
 
-    @njit(**_jit)
+    @parallel
     def depthwiseForward(x, w, b, y, sh, sw, ph, pw, dh, dw, chunks):
         """The stride-1 correlation over a tall block, read out at the strided positions: a strided
         conv does sh*sw times the arithmetic it needs, but in long vector loops rather than
@@ -179,7 +230,7 @@ if enabled:
                             else:
                                 out[oy, :] = acc[base:base + sw * (wo - 1) + 1:sw]
 
-    @njit(**_jit)
+    @parallel
     def depthwiseBackwardData(dy, w, dx, sh, sw, ph, pw, dh, dw, chunks):
         n, c, h, wd = dx.shape
         cm, _, kh, kw = w.shape
@@ -237,7 +288,7 @@ if enabled:
                                     strided[ox] += wv * grow[ox]
                 dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _tapDots(sums, g, store, span, width, kh, kw, dh, dw):
         """sums[i*kw + j] += dot(g[:span], store[i*dh*width + j*dw:][:span]) for every tap; a kernel
         row of three taps in one pass, so g is loaded once per row."""
@@ -264,7 +315,7 @@ if enabled:
                         part += g[q] * tap[q]
                     sums[i * kw + j] += part
 
-    @njit(**_jit)
+    @parallel
     def depthwiseBackwardParams(x, dy, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
         """wgrad[co, 0, i, j] += sum over images and outputs of dy * (the input tap (i, j) read);
         dy is laid on a grid aligned with the padded input (zero-stuffed when strided), so each tap
@@ -297,7 +348,7 @@ if enabled:
             if bgrad.shape[0] > 0:
                 bgrad[co] += bacc
 
-    @njit(**_jit)
+    @parallel
     def depthwiseBackward(x, dy, w, dx, wgrad, bgrad, sh, sw, ph, pw, dh, dw):
         """depthwiseBackwardData and depthwiseBackwardParams in one pass over dy, for "same"
         padding ((kh-1)*dh == 2*ph and (kw-1)*dw == 2*pw, MobileNet's 3x3 pad 1 at either stride;
@@ -350,7 +401,7 @@ if enabled:
     # plane goes through a zero-bordered copy, and whole rows move through pre-sliced views indexed
     # by the bare loop variable, so no per-pixel bounds checks or possibly negative indices stop
     # vectorisation.
-    _serial = dict(cache=True, fastmath=True, nogil=True)
+    _serial = dict(cache=True, fastmath=FASTMATH, nogil=True)
 
     @njit(**_serial)
     def im2colImage(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
@@ -574,7 +625,9 @@ if enabled:
         """(mean, biased var, a, b) of one channel from its float64 sums of x and x^2, with
         y = x * a + b the normalised, scaled and shifted output."""
         mu = s / count
-        sigma2 = max(q / count - mu * mu, 0.0)
+        sigma2 = q / count - mu * mu
+        if sigma2 < 0.0:        # rounding below zero; NaN fails the comparison and stays NaN
+            sigma2 = 0.0
         a = np.float32(scale / np.sqrt(np.float32(sigma2) + epsilon))
         return mu, sigma2, a, np.float32(bias - np.float32(mu) * a)
 
@@ -589,7 +642,7 @@ if enabled:
         k3 = -a * s1 / count - k2 * mu if useBatchStats else 0.0
         return np.float32(a), np.float32(k2), np.float32(k3), s2 * invStd
 
-    @njit(**_jit)
+    @parallel
     def batchNormTrain(x, scale, bias, y, mean, var, epsilon):
         """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
         y[:, c, :] = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c]."""
@@ -607,7 +660,7 @@ if enabled:
                 for k in range(l):
                     y[i0, ci, k] = x[i0, ci, k] * a + b
 
-    @njit(**_jit)
+    @parallel
     def channelAffine(x, a, b, y):
         """y[n, c, :] = x[n, c, :] * a[c] + b[c]."""
         n, c, l = x.shape
@@ -618,7 +671,7 @@ if enabled:
             for k in range(l):
                 y[i0, ci, k] = x[i0, ci, k] * av + bv
 
-    @njit(**_jit)
+    @parallel
     def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, dscale, dbias):
         """Per channel c: dbias[c] = sum(dy), dscale[c] = sum(dy * xhat), then dx for the batch
         statistics (useBatchStats) or for fixed ones, with xhat = (x - mean) * invStd."""
@@ -646,7 +699,7 @@ if enabled:
     # task over its images, in float64, and added up afterwards; the elementwise pass then walks the
     # tensor in memory order (channelAffine, batchNormBackwardApply).
 
-    @njit(**_jit)
+    @parallel
     def channelSums(x, dy, mean, chunks):
         """Per task t over a share of the images: out[t, 0, c] = sum of x[:, c] (dy is None) or of
         dy[:, c] with out[t, 1, c] = sum of x^2, or of dy * (x - mean[c])."""
@@ -689,7 +742,7 @@ if enabled:
                                                                       mean[ci], var[ci], epsilon, useBatchStats)
             dbias[ci] = sums[0, ci]
 
-    @njit(**_jit)
+    @parallel
     def batchNormBackwardApply(x, dy, a, k2, k3, dx):
         """dx[n, c, :] = dy * a[c] + x * k2[c] + k3[c]."""
         n, c, l = x.shape
@@ -705,14 +758,18 @@ if enabled:
     # comparisons, and a NaN gradient stays NaN through the 0/1 mask, as the NumPy formulas give.
     _exactJit = dict(_jit, fastmath=False)
 
+    @_serialised
     @njit(**_exactJit)
     def clipForward(x, y, lo, hi):
         for k in prange(x.size):
             v = x[k]
             y[k] = lo if v < lo else (hi if v > hi else v)
 
+    @_serialised
     @njit(**_exactJit)
-    def clipBackward(x, dy, dx, lo, hi):
+    def clipBackward(x, dy, dx, lo, hi, bounded):
+        """dx = dy * (lo < x < hi); without bounded, dy * (lo < x): ReLU's x = +inf passes its
+        gradient, as the NumPy formula dy * (x > 0) has it, where x < inf would stop it."""
         for k in prange(x.size):
             v = x[k]
-            dx[k] = dy[k] * (1.0 if (v > lo and v < hi) else 0.0)
+            dx[k] = dy[k] * (1.0 if (v > lo and (v < hi or not bounded)) else 0.0)

@@ -2,12 +2,19 @@
 
 x is (N, C, H, W) (1-D batch norm reshapes (N, C) to (N, C, 1, 1)); scale,
 bias and the statistics are (1, C, 1, 1).
+
+Non-finite values: the NumPy formulas below (the textbook ones, x - mean first) are the definition.
+The numba kernels fold each channel into y = x * a + b and dx = dy * a + x * k2 + k3, the same
+numbers for finite values but not the same NaN and infinities for infinite ones (inf - inf where
+the textbook form has inf). So they run only while the per-channel parameters are finite, and
+their results are kept only while the per-channel sums are: a sum over a channel is finite exactly
+when every value summed is. Both checks are over C values.
 """
 
 import numpy as np
 
 from minidl.backend.numpy import accel
-from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.array import allFinite, host, new
 
 _AXES = (0, 2, 3)
 # planes shorter than this (in floats) are walked image by image, not channel by channel (accel.py)
@@ -19,15 +26,6 @@ def _planes(x):
     n, c = x.shape[:2]
     # the plane size spelled out: -1 cannot be inferred for an empty batch
     return np.ascontiguousarray(np.asarray(x)).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
-
-
-def _affine(x, a, b):
-    """y = x * a + b per channel, a and b of shape (1, C, 1, 1)."""
-    if accel.enabled:
-        y = new(x.shape)
-        accel.channelAffine(_planes(x), _vec(a), _vec(b), _planes(y))
-        return y
-    return np.asarray(x) * a + b
 
 
 def _moments(x):
@@ -49,48 +47,80 @@ def _vec(a):
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
 
 
-def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+def _kernelsApply(*perChannel):
+    """Whether the kernels may run: numba on and every per-channel array finite."""
+    return accel.enabled and all(allFinite(a) for a in perChannel)
+
+
+def _trainKernels(x, scale, bias, epsilon):
+    """(y, mean, var) through the kernels, or None when a channel's statistics are not finite."""
     n, c = x.shape[:2]
     count = x.size // c
-    if accel.enabled:
-        y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
-        if count // n < IMAGE_MAJOR_MAX_L:
-            sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
-            a, b = np.empty(c, np.float32), np.empty(c, np.float32)
-            accel.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
-            accel.channelAffine(_planes(x), a, b, _planes(y))
-        else:
-            accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64,
-                                 np.float32(epsilon))
-        mean, var = mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
+    y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
+    if count // n < IMAGE_MAJOR_MAX_L:
+        sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
+        a, b = np.empty(c, np.float32), np.empty(c, np.float32)
+        accel.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
+        if not (allFinite(mean64) and allFinite(var64)):
+            return None
+        accel.channelAffine(_planes(x), a, b, _planes(y))
+    else:
+        accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64, np.float32(epsilon))
+        if not (allFinite(mean64) and allFinite(var64)):
+            return None
+    return y, mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
+
+
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+    count = x.size // x.shape[1]
+    result = _trainKernels(x, scale, bias, epsilon) if _kernelsApply(scale, bias) else None
+    if result is not None:
+        y, mean, var = result
     else:
         mean, var = _moments(x)
         a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
-        y = np.asarray(x) * a + (np.asarray(bias) - mean * a)
+        y = (np.asarray(x) - mean) * a + np.asarray(bias)
     _updateRunning(runMean, runVar, mean, var, count, factor)
     return host(y), host(mean), host(var)
 
 
 def batchNormEval(x, scale, bias, mean, var, epsilon):
     a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
-    return host(_affine(x, a, np.asarray(bias) - np.asarray(mean) * a))
+    if _kernelsApply(a, bias, mean):
+        y = new(x.shape)
+        accel.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y))
+        return host(y)
+    return host((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias))
+
+
+def _backwardKernels(x, dy, scale, mean, var, epsilon, useBatchStats):
+    """(dx, dscale, dbias) through the kernels, or None when a channel's sums are not finite."""
+    n, c = x.shape[:2]
+    count = x.size // c
+    dx, dscale, dbias = new(x.shape), np.empty(c, np.float32), np.empty(c, np.float32)
+    if count // n < IMAGE_MAJOR_MAX_L:
+        sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
+        if not allFinite(sums):
+            return None
+        a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
+        accel.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
+                                   bool(useBatchStats), a, k2, k3, dscale, dbias)
+        accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
+    else:
+        accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
+                                bool(useBatchStats), _planes(dx), dscale, dbias)
+        if not (allFinite(dscale) and allFinite(dbias)):
+            return None
+    return dx, dscale.reshape(1, c, 1, 1), dbias.reshape(1, c, 1, 1)
 
 
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
-    n, c = x.shape[:2]
-    count = x.size // c
-    if accel.enabled:
-        dx, dscale, dbias = new(x.shape), np.empty(c, np.float32), np.empty(c, np.float32)
-        if count // n < IMAGE_MAJOR_MAX_L:
-            sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
-            a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
-            accel.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
-                                       bool(useBatchStats), a, k2, k3, dscale, dbias)
-            accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
-        else:
-            accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
-                                    bool(useBatchStats), _planes(dx), dscale, dbias)
-        return host(dx), host(dscale.reshape(1, c, 1, 1)), host(dbias.reshape(1, c, 1, 1))
+    result = None
+    if _kernelsApply(scale, mean, var):
+        result = _backwardKernels(x, dy, scale, mean, var, epsilon, useBatchStats)
+    if result is not None:
+        return tuple(host(r) for r in result)
+    count = x.size // x.shape[1]
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd
     x, dy = np.asarray(x), np.asarray(dy)

@@ -7,6 +7,11 @@ GEMM, groups a batch dimension of the GEMM. With numba the GEMM threads go image
 input, materialised once by the reshape that feeds one batched matmul, and the backward-data pass
 scatters columns back with one vectorised add per kernel tap. Pointwise (1x1, stride 1, pad 0,
 groups 1) is GEMMs over the batch with no im2col at all (gemm.batchLeft / batchGram).
+
+Non-finite values go through as the formula over the zero-padded input says (a NaN times a padding
+zero is NaN): the columns hold exactly what each tap reads, and the GEMMs are IEEE sums. Two
+shortcuts are not exact, and checked: Winograd (see winograd.py; a non-finite result is computed
+again on im2col), and the wide columns' garbage entries (see _Geometry).
 """
 
 import functools
@@ -15,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from minidl.backend.numpy import accel, winograd
-from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.array import allFinite, host, new
 from minidl.backend.numpy.gemm import batchGram, batchLeft, matmul, overBatch, parts
 from minidl.shapes import tapRanges, windowOutSize
 
@@ -125,7 +130,13 @@ class _Geometry:
     (C*kh*kw) than output channels: each output row spans the padded width wp, so a column matrix
     is (K, Ho*wp) and the GEMM's output has wp - Wo garbage columns per row, which cost a copy
     between the GEMM and the image (O*Ho rows) but save the im2col's C*kh*kw*Ho short row copies.
-    `lw` is the width the GEMMs see (Ho*wp wide, else Ho*Wo)."""
+    `lw` is the width the GEMMs see (Ho*wp wide, else Ho*Wo).
+
+    The wide garbage columns are exact for finite values only: in the input gradient they are W^T
+    times zeros, which col2imWide adds onto real pixels (NaN for a non-finite W), and in the weight
+    gradient they are real pixels times zeros (NaN for a non-finite pixel). So conv2dBackwardData
+    checks W, conv2dBackwardParams its partial sums, and either takes the NumPy path when they are
+    not finite."""
 
     def __init__(self, inshape, wshape, stride, pad, dilation, groups):
         self.n, self.c, self.h, self.w = inshape
@@ -202,7 +213,10 @@ class _Geometry:
 
 def conv2d(x, W, b, stride, pad, dilation, groups):
     if winograd.applies(W.shape, stride, groups):
-        return winograd.conv2d(x, W, b, pad, dilation, groups)
+        y = winograd.conv2d(x, W, b, pad, dilation, groups)
+        if y is not None:
+            return y
+        # a non-finite value went through Winograd's tiles: im2col below places it exactly
     geo = _Geometry(x.shape, W.shape, stride, pad, dilation, groups)
     wg = np.asarray(W).reshape(groups, geo.og, geo.k)
     y = new((geo.n, geo.o, geo.ho, geo.wo))
@@ -228,11 +242,14 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
 
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     if winograd.applies(W.shape, stride, groups):
-        return winograd.conv2dBackwardData(dy, W, inshape, pad, dilation, groups)
+        dx = winograd.conv2dBackwardData(dy, W, inshape, pad, dilation, groups)
+        if dx is not None:
+            return dx
+        # non-finite: as in conv2d
     geo = _Geometry(inshape, W.shape, stride, pad, dilation, groups)
     wt = np.ascontiguousarray(np.asarray(W).reshape(groups, geo.og, geo.k).transpose(0, 2, 1))   # (G, K, O/G)
     dy = dense(dy)
-    if accel.enabled:
+    if accel.enabled and (not geo.wide or allFinite(W)):     # see _Geometry on the wide form
         dx, cols = new(tuple(inshape)), geo.scratch(geo.k)
         grads = geo.outputScratch(zero=True)
 
@@ -254,16 +271,20 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     return host(unpadded(dxp, pad, inshape))
 
 
+def _backwardParamsNumpy(geo, x, dy, wgrad, bgrad, stride, pad, dilation, groups):
+    cols = im2col(x, (geo.kh, geo.kw), stride, pad, dilation, (geo.ho, geo.wo)).reshape(geo.n, groups, geo.k, geo.l)
+    # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
+    dw = matmul(dy.reshape(geo.n, groups, geo.og, geo.l), cols.transpose(0, 1, 3, 2),
+                new((geo.n, groups, geo.og, geo.k))).sum(axis=0)
+    wgrad += dw.reshape(wgrad.shape)
+    accBiasGrad(bgrad, dy)
+
+
 def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
     geo = _Geometry(x.shape, wgrad.shape, stride, pad, dilation, groups)
     dy = dense(dy)
     if not accel.enabled:
-        cols = im2col(x, (geo.kh, geo.kw), stride, pad, dilation, (geo.ho, geo.wo)).reshape(geo.n, groups, geo.k, geo.l)
-        # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
-        dw = matmul(dy.reshape(geo.n, groups, geo.og, geo.l), cols.transpose(0, 1, 3, 2),
-                    new((geo.n, groups, geo.og, geo.k))).sum(axis=0)
-        wgrad += dw.reshape(wgrad.shape)
-        accBiasGrad(bgrad, dy)
+        _backwardParamsNumpy(geo, x, dy, wgrad, bgrad, stride, pad, dilation, groups)
         return
     x, cols = dense(x), geo.scratch(geo.k)
     grads = geo.outputScratch(zero=True)
@@ -294,6 +315,9 @@ def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
         return acc, bacc
 
     partials = overBatch(geo.n, piece)
+    if geo.wide and not all(allFinite(acc) for acc, _ in partials):
+        _backwardParamsNumpy(geo, x, dy, wgrad, bgrad, stride, pad, dilation, groups)   # see _Geometry
+        return
     for acc, bacc in partials:
         wgrad += acc.transpose(0, 2, 1).reshape(wgrad.shape)
         if bgrad is not None:

@@ -23,8 +23,15 @@ and reused for every image.
 Not supported here: multipliers, other padding, other strides, odd heights at stride 2, and
 stride 1 on large maps, where the tall blocks' backward wins (24x24 ran 20% slower flat: the
 weight gradient's per-pixel products are written per image where the tall blocks' dot products
-stay in registers). Under fastmath, like the other kernels, a non-finite input may also turn a
-neighbouring output pixel non-finite (0 * inf), where an exact convolution would not.
+stay in registers).
+
+Non-finite values: a read that falls in the padding takes a real pixel of the run (a neighbouring
+row or channel) times a zero weight, and 0 * NaN or 0 * inf is NaN, so a non-finite pixel can also
+turn outputs outside its windows NaN; and the weight gradient leaves out the padding reads, whose
+product with a non-finite output gradient the formula has. Either way the results are non-finite
+somewhere, since every output reads its own window at nonzero expanded weights: the kernels return
+the sum of the outputs they wrote, and depthwise.py hands any call whose sum (or weight gradient)
+is not finite to the exact paths.
 """
 
 import numpy as np
@@ -51,7 +58,7 @@ def applies(inshape, W, stride, pad, dilation):
 if accel.enabled:
     from numba import njit, prange
 
-    _jit = dict(parallel=True, cache=True, fastmath=True, nogil=True)
+    FASTMATH = accel.FASTMATH       # no assumption of finite values (accel.py)
 
     @njit(cache=True, inline="always")
     def _blocks(c, hw, chunks):
@@ -94,7 +101,7 @@ if accel.enabled:
         s = phases.shape[0]
         return phases[o % s, lead + o // s:lead + o // s + n]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _rowTaps(out, phases, lead, wexp, r, kw, o0, dw, init, first):
         """out[P] (+)= sum over j of wexp[r*kw + j, P] * x[s*P + o0 + j*dw] for P < len(out) (x split
         into phases, see _tapRun), starting from init[P] when first."""
@@ -119,7 +126,7 @@ if accel.enabled:
                 for q in range(n):
                     out[q] += a[q] * t[q]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _rowProducts(prod, g, phases, lead, r, kw, o0, dw):
         """prod[r*kw + j, P] += g[P] * x[s*P + o0 + j*dw] (x split into phases as for _rowTaps).
         Summed over a pixel's valid taps later, these are the weight gradient's terms. One loop per
@@ -131,7 +138,7 @@ if accel.enabled:
             for q in range(n):
                 pj[q] += g[q] * t[q]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _tapAdjoint(dphases, g, wexp, t, o):
         """The adjoint of one tap's reads: x[s*P + o] += wexp[t, P] * g[P] for every P, x being split
         into dphases as for _rowTaps. Written as a gather over the phase the tap lands in."""
@@ -145,7 +152,7 @@ if accel.enabled:
         for q in range(hi - lo):
             dst[q] += a[q] * gg[q]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _deal(src, phases, lead):
         """phases[k, lead + q] = src[s*q + k]: a run split into its s phases by position modulo s, in
         one long loop (which vectorises), past the phases' zero lead."""
@@ -159,7 +166,7 @@ if accel.enabled:
                 e[q] = src[2 * q]
                 o[q] = src[2 * q + 1]
 
-    @njit(cache=True, fastmath=True, inline="always")
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
     def _merge(phases, dst):
         """dst[2q + k] = phases[k, q]: _deal's inverse for two phases without margins."""
         e, o = phases[0], phases[1]
@@ -197,12 +204,21 @@ if accel.enabled:
                     else:
                         grid[k, oy, ox] = planes[k, oy, ox]
 
-    @njit(**_jit)
+    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    def _total(run):
+        """The sum of run (non-finite when an element is; a vector loop over values still in cache)."""
+        t = np.float32(0.0)
+        for q in range(run.shape[0]):
+            t += run[q]
+        return t
+
+    @accel.parallel
     def flatTaps(x, w, b, y, flip, valid, ph, pw, dh, dw, chunks):
         """y (N, C, Ho, Wo) = the "same" depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw)
         at the stride H/Ho (1, or 2 with H even), plus b (C,) when not empty. With flip (stride 1
         only) the kernel is flipped: that is the input gradient, x being the output gradient.
-        valid (kh*kw, 4): shapes.tapRanges of the convolution."""
+        valid (kh*kw, 4): shapes.tapRanges of the convolution. Returns the sum of the outputs
+        computed (see the module's docstring)."""
         n, c, h, wd = x.shape
         ho, wo = y.shape[2], y.shape[3]
         kh, kw = w.shape[2], w.shape[3]
@@ -213,6 +229,7 @@ if accel.enabled:
         layout = (h // s, wd, h, wd, ho, wo)
         xf = x.reshape(n, c * hw)
         yf = y.reshape(n, c * ho * wo)
+        total = 0.0
         for blk in prange(nblk):
             c0, nb, run, nw = _block(blk, per, c, hw, s)
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
@@ -223,21 +240,26 @@ if accel.enabled:
                     init[k * nw // nb:(k + 1) * nw // nb] = b[c0 + k]
             phases = np.zeros((s, lead + nw + tail), dtype=np.float32)     # the margins stay zero
             wide = np.empty(nw, dtype=np.float32)
+            part = 0.0
             for im in range(n):
                 _deal(xf[im, c0 * hw:c0 * hw + run], phases, lead)
                 out = yf[im, c0 * ho * wo:c0 * ho * wo + run] if s == 1 else wide
                 for r in range(kh):
                     _rowTaps(out, phases, lead, wexp, r, kw, (r * dh - ph) * wd - pw, dw, init, r == 0)
+                part += _total(out)
                 if s > 1:
                     _wideCopy(wide, layout, y[im, c0:c0 + nb], nb, True)
+            total += part
+        return total
 
-    @njit(**_jit)
+    @accel.parallel
     def flatBackward(x, dy, w, dx, wgrad, bgrad, wantData, wantParams, valid, ph, pw, dh, dw, chunks):
         """The input gradient dx (overwritten, when wantData) and the weight and bias gradients
         (accumulated into wgrad (C, 1, kh, kw) and bgrad (C,) when not empty, when wantParams) of
         flatTaps, in one pass over dy. x is read only for wantParams. The weight gradient's
         products are summed per pixel over the batch first, in the block's prod arrays, and over
-        each plane's valid pixels once at the end. valid as for flatTaps."""
+        each plane's valid pixels once at the end. valid as for flatTaps. Returns the sum of dx's
+        values (0 without wantData)."""
         n, c, h, wd = x.shape
         ho, wo = dy.shape[2], dy.shape[3]
         kh, kw = w.shape[2], w.shape[3]
@@ -246,6 +268,7 @@ if accel.enabled:
         xf = x.reshape(n, c * hw)
         gf = dy.reshape(n, c * ho * wo)
         dxf = dx.reshape(n, c * hw)
+        dxSum = 0.0
         for blk in prange(nblk):
             c0, nb, run, nw = _block(blk, per, c, hw, s)
             wexp = np.empty((kh * kw, nw), dtype=np.float32)
@@ -259,6 +282,7 @@ if accel.enabled:
             gphase = np.zeros((1, lead + nw + tail), dtype=np.float32)
             dphases = np.empty((s, nw), dtype=np.float32)
             wide = np.zeros(nw, dtype=np.float32)       # stride 2: the columns past Wo stay zero
+            part = 0.0
             for im in range(n):
                 if s == 1:
                     g = gf[im, c0 * hw:c0 * hw + run]
@@ -281,9 +305,12 @@ if accel.enabled:
                     for t in range(kh * kw):
                         _tapAdjoint(dphases, g, wexp, t, ((t // kw) * dh - ph) * wd + (t % kw) * dw - pw)
                     _merge(dphases, dxf[im, c0 * hw:c0 * hw + run])
+                if wantData:
+                    part += _total(dxf[im, c0 * hw:c0 * hw + run])
                 if wantParams:
                     for p in range(nw):
                         gsum[p] += g[p]
+            dxSum += part
             if not wantParams:
                 continue
             rows = h // s
@@ -302,3 +329,4 @@ if accel.enabled:
                     for q in range(nw // nb):
                         total += gsum[k * nw // nb + q]
                     bgrad[c0 + k] += total
+        return dxSum

@@ -73,7 +73,7 @@ def activationBackward(x, y, dy, kind, alpha, beta, out=None):
     if accel.enabled and kind in ("relu", "clip"):
         dx = _target(out, x.shape)
         accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
-                           *_clipBounds(kind, alpha, beta))
+                           *_clipBounds(kind, alpha, beta), kind == "clip")
         return host(dx)
     return _deliver(_activationBackward(x, y, dy, kind, alpha, beta), out)
 

@@ -8,21 +8,34 @@ multi-threaded OpenBLAS call leaves its worker threads spinning for a while
 afterwards, and on a small machine they starve the numba kernels that run
 next (measured on 2 cores: a MobileNet training step 30% slower). Splitting
 over the batch keeps both cores busy without a second spinning pool. The
-previous BLAS thread count is restored after every call, so numpy code
-outside minidl is unaffected.
+previous BLAS thread count is restored when the last call running in the
+process returns, so numpy code outside minidl is unaffected.
 """
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
 from minidl.backend.numpy import accel
 
 _state = {}
+_lock = threading.Lock()
+# blocks holding BLAS to one thread now (in any thread: see pinnedBlas), and the thread counts to
+# restore when the last ends
+_pins = {"active": 0, "previous": None}
 
 
 def _setup():
     """(BLAS controllers, executor, parts), or None when the split does not apply."""
+    if "split" not in _state:
+        with _lock:     # decided once, by the first thread to get here
+            _decideSplit()
+    return _state["split"]
+
+
+def _decideSplit():
     if "split" not in _state:
         split = None
         if accel.enabled:
@@ -37,7 +50,6 @@ def _setup():
             except ImportError:
                 pass
         _state["split"] = split
-    return _state["split"]
 
 
 def parts(n):
@@ -53,17 +65,50 @@ def overBatch(n, piece):
     count = parts(n)
     if count == 1:
         return [piece(0, 0, n)]
-    blas, executor, _ = _setup()
+    _, executor, _ = _setup()
     bounds = [n * k // count for k in range(count + 1)]
-    previous = [c.num_threads for c in blas]
-    for c in blas:
-        c.set_num_threads(1)
-    try:
+    with pinnedBlas():
         futures = [executor.submit(piece, t, bounds[t], bounds[t + 1]) for t in range(1, count)]
         return [piece(0, 0, bounds[1])] + [f.result() for f in futures]
+
+
+@contextmanager
+def pinnedBlas():
+    """numpy's BLAS held to one thread for the block (nothing to do where the split does not apply).
+    Blocks in several threads at once share one pin: the first to start saves the thread counts,
+    the last to end restores them. With each block saving and restoring its own, one thread's
+    restore gave BLAS its threads back while another thread's GEMMs ran, and two threads training
+    MobileNets at once got weights 1e-2 away from those of the same trainings run one after the
+    other (measured). So every BLAS call of the numba paths runs inside one: overBatch's, and
+    Winograd's kernel transform."""
+    split = _setup()
+    if split is None:
+        yield
+        return
+    blas = split[0]
+    with _lock:
+        if _pins["active"] == 0:
+            _pins["previous"] = [c.num_threads for c in blas]
+            for c in blas:
+                _setThreads(c, 1)
+        _pins["active"] += 1
+    try:
+        yield
     finally:
-        for c, t in zip(blas, previous):
-            c.set_num_threads(t)
+        with _lock:
+            _pins["active"] -= 1
+            if _pins["active"] == 0:
+                for c, t in zip(blas, _pins["previous"]):
+                    _setThreads(c, t)
+
+
+def _setThreads(controller, count):
+    """Set a BLAS library's thread count from any thread. threadpoolctl (3.8 here) lets only the
+    first thread that set OpenBLAS's count set it again, silently ignoring the others, so the pin
+    did nothing in a second training thread; the pin changes counts only under _lock (no two
+    threads fight over them), so it calls the library's setter itself where threadpoolctl has that
+    policy, and threadpoolctl's public one where it has not."""
+    getattr(controller, "_real_set_num_threads", controller.set_num_threads)(count)
 
 
 def matmul(a, b, out):

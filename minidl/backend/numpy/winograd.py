@@ -27,7 +27,12 @@ the forward's, and the whole pass measured 7.05 vs 7.16 ms (conv3x3 case), 5.25 
 4.05 vs 3.54 (64 maps of 16x16) against im2col's, so conv.py keeps im2col for it.
 
 The transforms are exact in real arithmetic; in float32 they add a rounding error comparable to
-the direct sum's (the constants are 0, +-1 and 1/2). Not used: strides other than 1, kernels other
+the direct sum's (the constants are 0, +-1 and 1/2). Not with non-finite values: a NaN or an
+infinity in a 4x4 tile reaches all four of its outputs through differences (inf - inf = NaN), so
+an output whose window holds +inf can come out NaN, and one whose window misses a NaN pixel NaN
+too. It still reaches every output whose window holds it, so any such result has a non-finite
+output somewhere: the output transform returns a checksum of what it computed, and conv2d returns
+None when it is not finite; conv.py then takes the exact im2col path. Not used: strides other than 1, kernels other
 than 3x3, groups of fewer than MIN_MAPS maps (conv.py routes those to im2col), and the pure-NumPy
 fallback (it keeps im2col as the reference the tests hold this path to).
 """
@@ -36,7 +41,7 @@ import numpy as np
 
 from minidl.backend.numpy import accel
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.gemm import overBatch, parts
+from minidl.backend.numpy.gemm import overBatch, parts, pinnedBlas
 from minidl.shapes import ceilDiv, windowOutSize
 
 # G (4x3): the kernel transform U = G g G^T
@@ -63,7 +68,7 @@ if accel.enabled:
     # garbage tiles too (~1/(tw + 1) more work); the output transform never reads them. Per-row
     # work keeps `continue` and tail `if`s out of the code around inner loops: numba's loops lost
     # their vectorisation with them (measured 10x and 5x).
-    _serial = dict(cache=True, fastmath=True, nogil=True)
+    _serial = dict(cache=True, fastmath=accel.FASTMATH, nogil=True)     # fast-math that keeps NaN and inf (accel.py)
 
     @njit(cache=True, inline="always")
     def _deal(ln, a, b, n, dw):
@@ -156,12 +161,14 @@ if accel.enabled:
     @njit(**_serial)
     def winogradOutput(m, col0, y, bias, dh, dw, th, tw):
         """y (O, Ho, Wo) of one image = A^T M A of its tiles, columns col0.. of m (16, O, cols), plus
-        bias[o] when bias is not empty; outputs past Ho, Wo are dropped."""
+        bias[o] when bias is not empty; outputs past Ho, Wo are dropped. Returns the sum of every
+        output computed (those dropped too), a check for non-finite values."""
         o, ho, wo = y.shape
         half = tw + 1
         span = (dh * dw * (th + 1) - 1) * half          # as winogradInput's
         rows = np.empty((4, span), np.float32)          # top even, top odd, bottom even, bottom odd
         te, to, be, bo = rows[0], rows[1], rows[2], rows[3]
+        check = np.float32(0.0)
         for oc in range(o):
             bv = bias[oc] if bias.shape[0] > 0 else np.float32(0.0)
             m0, m1, m2, m3 = (m[0, oc, col0:col0 + span], m[1, oc, col0:col0 + span],
@@ -181,6 +188,7 @@ if accel.enabled:
                 to[k] = m1[k] - m2[k] - m3[k] + s11 + s21 + bv
                 be[k] = s10 - s20 - (m12[k] + m13[k] + m14[k]) + bv
                 bo[k] = s11 - s21 - (m13[k] - m14[k] - m15[k]) + bv
+                check += (te[k] + to[k]) + (be[k] + bo[k])
             for p in range(dh * dw):
                 py, px = p // dw, p % dw
                 count = max(0, (wo - px + dw - 1) // dw)    # phase columns inside Wo
@@ -191,6 +199,7 @@ if accel.enabled:
                     for j in range(jn):
                         _interleave(rows[2 * j, at:at + half], rows[2 * j + 1, at:at + half],
                                     y[oc, py + dh * (2 * ty + j), px:], count, dw)
+        return check
 
 
 def applies(wshape, stride, groups):
@@ -233,12 +242,14 @@ class _Tiles:
 def kernelTransform(W, groups):
     """U (16, G, O/G, C/G) = G g G^T of every 3x3 kernel g of W (O, C/G, 3, 3), element e = 4a + b."""
     o, cg = W.shape[:2]
-    u = np.einsum("ai,ocij,bj->aboc", _G, np.asarray(W, dtype=np.float32), _G, optimize=True)
+    with pinnedBlas():      # einsum may call BLAS (see gemm.pinnedBlas)
+        u = np.einsum("ai,ocij,bj->aboc", _G, np.asarray(W, dtype=np.float32), _G, optimize=True)
     return np.ascontiguousarray(u.reshape(16, groups, o // groups, cg), dtype=np.float32)
 
 
 def conv2d(x, W, b, pad, dilation, groups):
-    """Stride-1 3x3 correlation y (N, O, Ho, Wo) of x (N, C, H, W); b (1, O, 1, 1) or None."""
+    """Stride-1 3x3 correlation y (N, O, Ho, Wo) of x (N, C, H, W); b (1, O, 1, 1) or None. None
+    when a non-finite value went through the transforms (see the module's docstring)."""
     n, c, h, w = x.shape
     o = W.shape[0]
     ho, wo = windowOutSize(h, 3, 1, pad[0], dilation[0]), windowOutSize(w, 3, 1, pad[1], dilation[1])
@@ -257,6 +268,7 @@ def conv2d(x, W, b, pad, dilation, groups):
 
     def piece(t, lo, hi):
         planes, v, m = tiles.planes(), vs[t], ms[t]
+        check = np.float32(0.0)
         for s in range(lo, hi, k):
             e = min(hi, s + k)
             cols = (e - s) * tiles.t
@@ -267,10 +279,11 @@ def conv2d(x, W, b, pad, dilation, groups):
             np.matmul(u, v[:, :, :cols].reshape(16, groups, cg, cols),
                       out=m[:, :, :cols].reshape(16, groups, og, cols))
             for i in range(s, e):
-                winogradOutput(m, (i - s) * tiles.t, y[i], bias, tiles.dh, tiles.dw, tiles.th, tiles.tw)
+                check += winogradOutput(m, (i - s) * tiles.t, y[i], bias, tiles.dh, tiles.dw, tiles.th, tiles.tw)
+        return check
 
-    overBatch(n, piece)
-    return host(y)
+    finite = np.isfinite(overBatch(n, piece)).all()
+    return host(y) if finite else None
 
 
 def flippedTransposed(W, groups):
@@ -283,9 +296,11 @@ def flippedTransposed(W, groups):
 
 def conv2dBackwardData(dy, W, inshape, pad, dilation, groups):
     """dx (N, C, H, W) for conv2d's output gradient dy: a stride-1 correlation of dy with the flipped,
-    transposed kernel, padded by 2*dilation - pad."""
+    transposed kernel, padded by 2*dilation - pad. None as for conv2d."""
     back = (2 * dilation[0] - pad[0], 2 * dilation[1] - pad[1])
     dx = conv2d(dy, flippedTransposed(W, groups), None, back, dilation, groups)
+    if dx is None:
+        return None
     if dx.shape != tuple(inshape):
         raise ValueError("conv2dBackwardData: dy of shape %s does not come from an input of shape %s"
                          % (tuple(dy.shape), tuple(inshape)))
