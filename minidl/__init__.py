@@ -5,6 +5,7 @@ Gradients everywhere are true gradients of the loss (PyTorch's sign);
 optimizers subtract them.
 """
 
+from minidl.anomaly import detectAnomaly  # noqa: F401
 from minidl.backend import backendName, setBackend  # noqa: F401
 from minidl.errors import BackendError, LoadError, ModuleError  # noqa: F401
 

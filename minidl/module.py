@@ -18,7 +18,7 @@ work overrides it (the depthwise conv reads its output gradient once).
 
 import numpy as np
 
-from minidl import serialization
+from minidl import anomaly, serialization
 from minidl.errors import ModuleError
 from minidl.variable import Variable
 
@@ -144,7 +144,8 @@ class Module:
         self.checkDataType(dtypesOf(data))
         self.checkDataShape(shapesOf(data))
         self.inData = data
-        self.updateData(data)
+        with anomaly.watch(self, data):         # checks for NaN in the debug mode (minidl/anomaly.py)
+            self.updateData(data)
         return self.data
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
@@ -154,12 +155,13 @@ class Module:
         if expected != got:
             raise self.error("expected grad of shape %s, got %s" % (expected, got))
         self.checkDataType(dtypesOf(grad), what="grad")
-        if updGrad and updParamGrads and self.train:
-            self.updateGradAndParams(grad)
-        elif updGrad:
-            self.updateGrad(grad)
-        elif updParamGrads and self.train:
-            self.accGradParams(grad)
+        with anomaly.watch(self, grad, backward=True, inputGrad=updGrad, paramGrads=updParamGrads and self.train):
+            if updGrad and updParamGrads and self.train:
+                self.updateGradAndParams(grad)
+            elif updGrad:
+                self.updateGrad(grad)
+            elif updParamGrads and self.train:
+                self.accGradParams(grad)
         return self.grad
 
     def updateData(self, data):
