@@ -155,14 +155,12 @@ def _convCall(kind, xs, ws, stride, pad, dil, groups):
             lambda x, dy, wg, bg: nb.conv2dBackwardParams(x, dy, wg, bg, **h))
 
 
-def _checkConvFamily(calls, xs, ws, stride, pad, dil, groups, which, kind):
-    """Run forward, backward data and backward params with `which` input poisoned; compare all four
-    results with refConv."""
-    forward, backData, backParams = calls
-    rng = np.random.default_rng(7)
+def _convInputs(seed, xs, ws, stride, pad, dil, which, kind, wPlaces):
+    """Seeded x, W and dy for a conv of this geometry, with `which` of them poisoned (x and dy at
+    their corners, W at wPlaces)."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal(xs).astype(np.float32)
     W = rng.standard_normal(ws).astype(np.float32)
-    b = rng.standard_normal((1, ws[0], 1, 1)).astype(np.float32)
     ho, wo = _geometry(xs, ws, stride, pad, dil)
     dy = rng.standard_normal((xs[0], ws[0], ho, wo)).astype(np.float32)
     if which == "x":
@@ -170,7 +168,17 @@ def _checkConvFamily(calls, xs, ws, stride, pad, dil, groups, which, kind):
     elif which == "dy":
         dy = poisoned(dy, kind, corners(dy.shape))
     else:
-        W = poisoned(W, kind, [(0, 0, 0, 0), (ws[0] - 1, ws[1] - 1, ws[2] - 1, ws[3] - 1)])
+        W = poisoned(W, kind, wPlaces)
+    return x, W, dy
+
+
+def _checkConvFamily(calls, xs, ws, stride, pad, dil, groups, which, kind):
+    """Run forward, backward data and backward params with `which` input poisoned; compare all four
+    results with refConv."""
+    forward, backData, backParams = calls
+    x, W, dy = _convInputs(7, xs, ws, stride, pad, dil, which, kind,
+                           [(0, 0, 0, 0), (ws[0] - 1, ws[1] - 1, ws[2] - 1, ws[3] - 1)])
+    b = np.random.default_rng(8).standard_normal((1, ws[0], 1, 1)).astype(np.float32)
     y, dx, dW, db = refConv(x, W, b, stride, pad, dil, groups, dy)
     assertSameNonFinite(forward(x, W, b), y, "forward")
     assertSameNonFinite(backData(dy, W), dx, "backward data")
@@ -232,17 +240,7 @@ def test_depthwise_non_finite(path, name, xs, ws, stride, pad, dil, route, which
     def fused(x, dy, wg, bg):    # the one-pass backward must agree with the two passes
         dx = nb.depthwiseConv2dBackward(x, dy, W, wg, bg, **h)
         assertSameNonFinite(dx, refDx, "fused backward data")
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(xs).astype(np.float32)
-    W = rng.standard_normal(ws).astype(np.float32)
-    ho, wo = _geometry(xs, ws, stride, pad, dil)
-    dy = rng.standard_normal((xs[0], ws[0], ho, wo)).astype(np.float32)
-    if which == "x":
-        x = poisoned(x, kind, corners(xs))
-    elif which == "dy":
-        dy = poisoned(dy, kind, corners(dy.shape))
-    else:
-        W = poisoned(W, kind, [(0, 0, 1, 1), (ws[0] - 1, 0, 0, ws[3] - 1)])
+    x, W, dy = _convInputs(3, xs, ws, stride, pad, dil, which, kind, [(0, 0, 1, 1), (ws[0] - 1, 0, 0, ws[3] - 1)])
     _, refDx, dW, db = refConv(x, W, None, stride, pad, dil, xs[1], dy)
     wg, bg = np.zeros_like(W), np.zeros((1, ws[0], 1, 1), np.float32)
     fused(x, dy, wg, bg)
