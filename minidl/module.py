@@ -23,6 +23,16 @@ from minidl.errors import ModuleError
 from minidl.variable import Variable
 
 
+# counts setVar calls anywhere, so an optimizer holding views of Variables (global state) can tell in
+# one comparison per step whether any might have been replaced since it looked
+_setVarCalls = 0
+
+
+def setVarCount():
+    """How many setVar calls have run in this process (any module)."""
+    return _setVarCalls
+
+
 def shapesOf(data):
     return [shapesOf(d) for d in data] if isinstance(data, (list, tuple)) else tuple(data.shape)
 
@@ -48,6 +58,15 @@ class Module:
     def registerBlueprint(self, args):
         """Record constructor arguments (pass ``locals()``), so a model can be rebuilt."""
         self.blueprint = {k: v for k, v in args.items() if k not in ("self", "__class__")}
+
+    def getBlueprint(self):
+        """{"classname": class name, "scheme": constructor arguments} (PuzzleLib's format; containers
+        add their children), the name being the module's current one. minidl.blueprint turns it into
+        JSON and back into a model."""
+        scheme = dict(self.blueprint)
+        if "name" in scheme:
+            scheme["name"] = self.name
+        return {"classname": type(self).__name__, "scheme": scheme}
 
     def __getattr__(self, name):
         # module.W -> module.vars["W"].data; module.mean -> module.attrs["mean"]
@@ -90,6 +109,8 @@ class Module:
         if var.grad is None:
             var.grad = _zerosLike(var.data)
         self.vars[name] = var
+        global _setVarCalls
+        _setVarCalls += 1
 
     def getVar(self, name):
         return self.vars[name]
@@ -209,9 +230,14 @@ class Module:
 
     # ---- persistence ----------------------------------------------------------------------------
 
-    def save(self, filename=None, compress="gzip"):
-        """Write weights in PuzzleLib's h5 layout to filename (atomically), or return the file as bytes."""
-        return serialization.save(self, filename, compress)
+    def save(self, filename=None, compress="gzip", withBlueprint=None):
+        """Write weights in PuzzleLib's h5 layout to filename (atomically), or return the file as bytes.
+
+        withBlueprint: also store the architecture (minidl.blueprint), so ``minidl.load(path)``
+        rebuilds the model without its code. None (default): when every module is one of minidl's
+        own with plain arguments; True: always (BlueprintError otherwise, nothing written); False: never.
+        """
+        return serialization.save(self, filename, compress, withBlueprint)
 
     def load(self, source, strict=True):
         """Load weights from a path, bytes or an open h5py.File; checks everything before writing."""

@@ -15,11 +15,11 @@ from minidl.modules import Activation, BatchNorm2D, Conv2D, Flatten, Linear
 from minidl.optimizers import SGD, AdaGrad, Adam, MomentumSGD, NesterovSGD, RMSProp
 
 
-def _setup(opt, lrMul=1.0, wc=0.0):
+def _setup(opt, lrMul=1.0, wc=0.0, useGlobalState=False):
     lin = Linear(3, 2, name="lin")
     lin.vars["W"].learnRate = lrMul
     lin.vars["W"].wc = wc
-    opt.setupOn(lin)
+    opt.setupOn(lin, useGlobalState=useGlobalState)
     return lin
 
 
@@ -72,9 +72,12 @@ CASES = [
 
 @pytest.mark.parametrize("cls,kwargs,hyper", CASES, ids=[c[0].__name__ for c in CASES])
 @pytest.mark.parametrize("lrMul,wc", [(1.0, 0.0), (0.5, 0.01)], ids=["plain", "lrmul_wc"])
-def test_update_rules_match_hand_computed_steps(backend, cls, kwargs, hyper, lrMul, wc):
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_update_rules_match_hand_computed_steps(backend, cls, kwargs, hyper, lrMul, wc, useGlobalState):
+    """Both setups against the float64 rules; with global state W (its rates changed) and b (the
+    defaults) land in two groups of one flat buffer each."""
     opt = cls(**kwargs)
-    lin = _setup(opt, lrMul, wc)
+    lin = _setup(opt, lrMul, wc, useGlobalState)
     w0 = lin.W.get()
     b0 = lin.b.get()
     grads = [np.random.randn(3, 2).astype(np.float32) for _ in range(3)]
@@ -82,6 +85,22 @@ def test_update_rules_match_hand_computed_steps(backend, cls, kwargs, hyper, lrM
     lr = kwargs.get("learnRate", kwargs.get("alpha")) * lrMul
     assertClose(got, _reference(cls.__name__, w0, grads, lr, wc, **hyper), 1e-5, 1e-6, cls.__name__)
     assert np.array_equal(lin.b.get(), b0), "a zero gradient leaves the bias where SGD-type rules put it"
+    if useGlobalState:
+        assert len(opt.groups) == (2 if (lrMul, wc) != (1.0, 0.0) else 1)
+
+
+@pytest.mark.parametrize("cls,kwargs,hyper", CASES, ids=[c[0].__name__ for c in CASES])
+@pytest.mark.parametrize("useGlobalState", [False, True], ids=["local", "global"])
+def test_weight_decay_hook_adds_rate_times_weight(backend, cls, kwargs, hyper, useGlobalState):
+    """Hooks.WeightDecay(r) on a Variable with its own wc decays by wc + r, on every rule."""
+    from minidl.optimizers import Hooks
+    opt = cls(**kwargs).addHook(Hooks.WeightDecay(0.05))
+    lin = _setup(opt, 1.0, 0.01, useGlobalState)
+    w0 = lin.W.get()
+    grads = [np.random.randn(3, 2).astype(np.float32) for _ in range(3)]
+    got = _steps(opt, lin, grads)
+    lr = kwargs.get("learnRate", kwargs.get("alpha"))
+    assertClose(got, _reference(cls.__name__, w0, grads, lr, 0.06, **hyper), 1e-5, 1e-6, cls.__name__)
 
 
 def test_defaults_follow_puzzlelib():

@@ -1,8 +1,12 @@
 """Optimizer base class.
 
 ``setupOn(net)`` creates per-Variable state (a shared Variable gets one state);
-``zeroGradParams()`` clears the gradients; ``update()`` applies one step to
-every Variable with a positive ``learnRate`` multiplier. Gradients are true
+``setupOn(net, useGlobalState=True)`` packs the parameters, gradients and state
+into one flat buffer per group of equal rates instead, so a step is one fused
+op per rule (minidl/optimizers/globalstate.py; PuzzleLib's option).
+``zeroGradParams()`` clears the gradients; ``update()`` runs the hooks added
+with ``addHook`` (e.g. ``Hooks.WeightDecay``) on each gradient, then applies
+one step to every Variable with a positive ``learnRate`` multiplier. Gradients are true
 gradients of the loss, so every rule subtracts. ``learnRate`` (``alpha`` for
 Adam) is a plain attribute: change it between steps for a schedule. Each
 Variable's ``wc`` adds L2 weight decay (g + wc * w); its ``learnRate`` and
@@ -25,8 +29,10 @@ optimizer exactly as it was.
 import h5py
 import numpy as np
 
+from minidl import module as _module
 from minidl.backend import gpuarray
 from minidl.errors import LoadError
+from minidl.optimizers import globalstate
 from minidl.serialization import openH5, writeH5
 from minidl.shapes import isInt, realInRange
 
@@ -50,18 +56,42 @@ class Optimizer:
         self.module = None
         self.vars = {}
         self.states = {}
+        self.hooks = []
+        self.groups = None          # the global state's groups (None: one state per Variable)
+        self.setVarsSeen = 0
 
     def checkHyperparameter(self, name, value):
         """float(value) when it is a finite real number in the range of hyperparameter ``name``;
         ValueError "<class>: <name> must be ..., got ..." otherwise."""
         return _checkRange(type(self).__name__, name, name, value)
 
-    def setupOn(self, module):
+    def setupOn(self, module, useGlobalState=False):
+        """Create the state for module's Variables (a shared one once) and forget any earlier setup.
+
+        useGlobalState=True replaces every Variable of module by a view into one flat buffer per
+        group of equal (learnRate, momRate, wc) (values and gradients kept), so update() and
+        zeroGradParams() are one op per group; see minidl/optimizers/globalstate.py."""
+        if not isinstance(useGlobalState, bool):
+            raise ValueError("%s.setupOn: useGlobalState must be True or False, got %r"
+                             % (type(self).__name__, useGlobalState))
         self.module = module
-        self.vars, self.states = {}, {}
-        for var, names in module.getVarTable().items():
-            self.vars[names[0]] = var
-            self.states[names[0]] = self.setupState(var)
+        self.vars, self.states, self.groups = {}, {}, None
+        if useGlobalState:
+            self.groups, self.vars, self.states = globalstate.pack(self, module)
+            self.setVarsSeen = _module.setVarCount()
+        else:
+            for var, names in module.getVarTable().items():
+                self.vars[names[0]] = var
+                self.states[names[0]] = self.setupState(var)
+        return self
+
+    def addHook(self, hook):
+        """Run hook(var, state) on every Variable (every flat group, with global state) before each
+        update, in the order added; Hooks.WeightDecay is one. Hooks persist across setupOn."""
+        if not callable(hook):
+            raise TypeError("%s.addHook: expected a callable hook(var, state), got %s"
+                            % (type(self).__name__, type(hook).__name__))
+        self.hooks.append(hook)
         return self
 
     def setupState(self, var):
@@ -76,15 +106,33 @@ class Optimizer:
 
     def zeroGradParams(self):
         self._requireSetup()
-        for var in self.vars.values():
+        for var in (self.vars.values() if self.groups is None else (g.var for g in self.groups)):
             var.zeroGrad()
 
     def update(self):
         self._requireSetup()
+        if self.groups is not None:
+            self._checkGlobalState()
         self.t += 1
-        for name, var in self.vars.items():
+        if self.groups is None:
+            pairs = ((var, self.states[name]) for name, var in self.vars.items())
+        else:
+            pairs = ((g.var, g.state) for g in self.groups)
+        for var, state in pairs:
             if var.learnRate > 0:
-                self.updateVar(var, self.states[name])
+                for hook in self.hooks:
+                    hook(var, state)
+                self.updateVar(var, state)
+
+    def _checkGlobalState(self):
+        """The global state's invariants (globalstate.py): rates as packed, Variables still installed."""
+        owner = type(self).__name__
+        for group in self.groups:
+            group.checkRates(owner)
+        count = _module.setVarCount()
+        if count != self.setVarsSeen:     # some setVar ran somewhere: look once whether it was ours
+            globalstate.checkInstalled(owner, self.module, self.groups)
+            self.setVarsSeen = count
 
     def updateVar(self, var, state):
         raise NotImplementedError("%s must implement updateVar" % type(self).__name__)
