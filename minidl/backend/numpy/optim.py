@@ -1,12 +1,16 @@
 """Optimizer update rules on the NumPy backend, all in place.
 
 Gradients are true gradients of the loss, so every rule subtracts. ``wc`` is
-L2 weight decay folded into the gradient: g = grad + wc * param.
+L2 weight decay folded into the gradient: g = grad + wc * param. With numba,
+each rule is one compiled pass without temporaries (optimkernels.py); these
+NumPy formulas are the reference and the fallback.
 """
 
 import math
 
 import numpy as np
+
+from minidl.backend.numpy import optimkernels
 
 
 def _decayed(param, grad, wc):
@@ -14,16 +18,28 @@ def _decayed(param, grad, wc):
 
 
 def sgdUpdate(param, grad, learnRate, wc):
+    arrays = optimkernels.flat((param, grad))
+    if arrays is not None:
+        optimkernels.sgd(*arrays, *_f32(learnRate, wc))
+        return
     param -= np.float32(learnRate) * _decayed(param, grad, wc)
 
 
 def momentumUpdate(param, grad, mom, learnRate, momRate, wc):
+    arrays = optimkernels.flat((param, grad, mom))
+    if arrays is not None:
+        optimkernels.momentum(*arrays, *_f32(learnRate, momRate, wc))
+        return
     mom *= np.float32(momRate)
     mom -= np.float32(learnRate) * _decayed(param, grad, wc)
     param += mom
 
 
 def nesterovUpdate(param, grad, mom, learnRate, momRate, wc):
+    arrays = optimkernels.flat((param, grad, mom))
+    if arrays is not None:
+        optimkernels.nesterov(*arrays, *_f32(learnRate, momRate, wc))
+        return
     old = np.array(mom, copy=True, subok=False)
     mom *= np.float32(momRate)
     mom -= np.float32(learnRate) * _decayed(param, grad, wc)
@@ -31,16 +47,24 @@ def nesterovUpdate(param, grad, mom, learnRate, momRate, wc):
 
 
 def adamUpdate(param, grad, mg, ms, alpha, beta1, beta2, epsilon, t, wc):
+    lr = alpha * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    arrays = optimkernels.flat((param, grad, mg, ms))
+    if arrays is not None:
+        optimkernels.adam(*arrays, *_f32(lr, beta1, beta2, epsilon, wc))
+        return
     g = _decayed(param, grad, wc)
     mg *= np.float32(beta1)
     mg += np.float32(1 - beta1) * g
     ms *= np.float32(beta2)
     ms += np.float32(1 - beta2) * g * g
-    lr = alpha * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
     param -= np.float32(lr) * np.asarray(mg) / (np.sqrt(ms) + np.float32(epsilon))
 
 
 def rmspropUpdate(param, grad, ms, learnRate, factor, epsilon, wc):
+    arrays = optimkernels.flat((param, grad, ms))
+    if arrays is not None:
+        optimkernels.rmsprop(*arrays, *_f32(learnRate, factor, epsilon, wc))
+        return
     g = _decayed(param, grad, wc)
     ms *= np.float32(factor)
     ms += np.float32(1 - factor) * g * g
@@ -48,6 +72,14 @@ def rmspropUpdate(param, grad, ms, learnRate, factor, epsilon, wc):
 
 
 def adagradUpdate(param, grad, h, learnRate, epsilon, wc):
+    arrays = optimkernels.flat((param, grad, h))
+    if arrays is not None:
+        optimkernels.adagrad(*arrays, *_f32(learnRate, epsilon, wc))
+        return
     g = _decayed(param, grad, wc)
     h += g * g
     param -= np.float32(learnRate) * g / (np.sqrt(h) + np.float32(epsilon))
+
+
+def _f32(*values):
+    return [np.float32(v) for v in values]
