@@ -50,6 +50,42 @@ class Container(Module):
             return child[rest] if rest else child
         raise TypeError("%s indices must be names (str), got %s" % (type(self).__name__, type(item).__name__))
 
+    def getByName(self, name):
+        """The first module named ``name`` in this tree, depth first (children before grandchildren of
+        a later child, as PuzzleLib); a dotted path works as for ``container[path]``. None if absent."""
+        if "." in name:
+            try:
+                return self[name]
+            except (KeyError, TypeError):
+                return None
+        if name in self.modules:
+            return self.modules[name]
+        for mod in self.modules.values():
+            if isinstance(mod, Container):
+                found = mod.getByName(name)
+                if found is not None:
+                    return found
+        return None
+
+    def getAllByType(self, typ):
+        """Every module of class typ (or a subclass) in this tree, in order; containers are searched,
+        and listed too when they match."""
+        out = []
+        for mod in self.modules.values():
+            if isinstance(mod, typ):
+                out.append(mod)
+            if isinstance(mod, Container):
+                out.extend(mod.getAllByType(typ))
+        return out
+
+    def getBlueprint(self):
+        """This container's blueprint (Module.getBlueprint) with its children's under "modules" and
+        their order under "graph", as PuzzleLib writes it."""
+        blueprint = super().getBlueprint()
+        blueprint["modules"] = {name: mod.getBlueprint() for name, mod in self.modules.items()}
+        blueprint["graph"] = list(self.modules)
+        return blueprint
+
     def __len__(self):
         return len(self.modules)
 

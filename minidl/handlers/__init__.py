@@ -1,3 +1,3 @@
 """Training and evaluation loops."""
 
-from minidl.handlers.handlers import Calculator, Trainer, Validator  # noqa: F401
+from minidl.handlers.handlers import Calculator, Handler, Trainer, Validator  # noqa: F401

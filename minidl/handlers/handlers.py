@@ -1,13 +1,21 @@
-"""Trainer, Validator and Calculator: loops over minibatches.
+"""Trainer, Validator and Calculator: loops over minibatches (PuzzleLib's handlers).
 
 ``train(data, target)`` takes arrays already on the backend and walks them in
-order; ``trainFromHost(data, target, macroBatchSize)`` takes host data (numpy
-arrays or h5py datasets), shuffles samples with the trainer's seeded
-generator each call, and moves one macro-batch at a time to the backend.
+order (``random=True``: batches in a shuffled order); ``trainFromHost(data,
+target, macroBatchSize)`` takes host data (numpy arrays or h5py datasets),
+shuffles samples with the trainer's seeded generator each call (``random=False``:
+in order), and moves one macro-batch at a time to the backend.
 Errors add up in the cost's on-device accumulator, read once per call. The one
 value a step reads back is its loss, to stop at the first that is not finite
 (``terminateOnNaN``, on by default; see minidl.anomaly): free on the NumPy
 backend, one synchronisation per step on the GPU, and turned off with the flag.
+
+As in PuzzleLib, the Trainer puts the net in train mode at the start of each
+pass and the Validator and Calculator put it in eval mode; each handler counts
+``currBatch`` (1-based) of ``totalBatches`` in the current call (of the current
+macro-batch, from host) and ``currMacroBatch`` of ``totalMacroBatches``, and
+calls ``onBatchFinish(handler)`` after every batch and ``onMacroBatchFinish(handler)``
+after every macro-batch.
 """
 
 import math
@@ -44,18 +52,48 @@ def _sampleText(samples):
     return "samples %s%s" % (shown, ", ... (%d in all: error.samples)" % len(samples) if len(samples) > 8 else "")
 
 
-class Trainer:
-    """Minibatch training. terminateOnNaN (default True): stop at the first batch whose loss is not
-    finite, before its update, with a NonFiniteLossError naming the batch and its samples."""
+class Handler:
+    """What the three handlers share: the net, the batch size, PuzzleLib's counters and callbacks."""
 
-    def __init__(self, net, cost, optimizer, batchsize=128, onBatchFinish=None, seed=0, terminateOnNaN=True):
-        if batchsize < 1:
-            raise ValueError("Trainer: batchsize must be >= 1, got %r" % (batchsize,))
+    def __init__(self, net, onBatchFinish=None, batchsize=128):
+        kind = type(self).__name__
+        if isinstance(batchsize, bool) or not isinstance(batchsize, (int, np.integer)) or batchsize < 1:
+            raise ValueError("%s: batchsize must be >= 1, got %r" % (kind, batchsize))
+        if onBatchFinish is not None and not callable(onBatchFinish):
+            raise TypeError("%s: onBatchFinish must be callable, got %s" % (kind, type(onBatchFinish).__name__))
+        self.module = self.net = net
+        self.batchsize = int(batchsize)
+        self.onBatchFinish = onBatchFinish
+        self.currBatch = self.totalBatches = 0
+        self.currMacroBatch = self.totalMacroBatches = 0
+
+    def _batches(self, n):
+        """The batch starts over n samples, counting currBatch/totalBatches as they are handed out."""
+        starts = range(0, n, self.batchsize)
+        self.totalBatches, self.currBatch = len(starts), 0
+        return starts
+
+    def _batchDone(self):
+        if self.onBatchFinish is not None:
+            self.onBatchFinish(self)
+
+    def _macroBatches(self, n, macroBatchSize):
+        if isinstance(macroBatchSize, bool) or not isinstance(macroBatchSize, (int, np.integer)) \
+                or macroBatchSize < 1:
+            raise ValueError("%s: macroBatchSize must be >= 1, got %r" % (type(self).__name__, macroBatchSize))
+        self.totalMacroBatches, self.currMacroBatch = -(-n // macroBatchSize), 0
+
+
+class Trainer(Handler):
+    """Minibatch training. terminateOnNaN (default True): stop at the first batch whose loss is not
+    finite, before its update, with a NonFiniteLossError naming the batch and its samples. The first
+    arguments are PuzzleLib's, in its order."""
+
+    def __init__(self, net, cost, optimizer, onBatchFinish=None, batchsize=128, seed=0, terminateOnNaN=True):
+        super().__init__(net, onBatchFinish, batchsize)
         if not isinstance(terminateOnNaN, bool):
             raise ValueError("Trainer: terminateOnNaN must be True or False, got %r" % (terminateOnNaN,))
-        self.net, self.cost, self.optimizer = net, cost, optimizer
-        self.batchsize = batchsize
-        self.onBatchFinish = onBatchFinish
+        self.cost, self.optimizer = cost, optimizer
         self.terminateOnNaN = terminateOnNaN
         self.rng = np.random.default_rng(seed)
 
@@ -79,71 +117,98 @@ class Trainer:
         self.net.backward(self.cost.grad, updGrad=False)
         self.optimizer.update()
 
-    def train(self, data, target):
-        """One pass over backend arrays in order; returns the mean training error of the pass."""
+    def train(self, data, target, random=False):
+        """One pass over backend arrays (in order; random=True: the batches in a shuffled order);
+        returns the mean training error of the pass."""
         _checkPair("Trainer", data, target)
-        return self._train(data, target, np.arange(data.shape[0]), 0)
+        self.net.trainMode()
+        return self._train(data, target, np.arange(data.shape[0]), 0, random)
 
-    def _train(self, data, target, sampleIds, firstBatch):
+    def _train(self, data, target, sampleIds, firstBatch, random=False):
         """train() over data whose rows are samples sampleIds of the caller's data, the first batch
         counted as firstBatch (for trainFromHost's messages)."""
         self.cost.resetAccumulator()
         n = data.shape[0]
-        starts = range(0, n, self.batchsize)
-        for i, start in enumerate(progress(starts, len(starts), "train")):
+        starts = self._batches(n)
+        order = self.rng.permutation(len(starts)) if random else range(len(starts))
+        for i in progress(order, len(starts), "train"):
+            start = starts[i]
             stop = min(start + self.batchsize, n)
-            self._step(data[start:stop], target[start:stop], firstBatch + i, sampleIds[start:stop])
-            if self.onBatchFinish is not None:
-                self.onBatchFinish(self)
+            self.currBatch += 1
+            self._step(data[start:stop], target[start:stop], firstBatch + self.currBatch - 1,
+                       sampleIds[start:stop])
+            self._batchDone()
         return self.cost.getMeanError()
 
-    def trainFromHost(self, data, target, macroBatchSize=10000, onMacroBatchFinish=None):
-        """One shuffled pass over host data; returns the mean training error of the pass."""
+    def trainFromHost(self, data, target, macroBatchSize=10000, onMacroBatchFinish=None, random=True):
+        """One pass over host data, its samples shuffled (random=False: in order); returns the mean
+        training error of the pass."""
         _checkPair("Trainer", data, target)
-        order = self.rng.permutation(len(data))
+        self._macroBatches(len(data), macroBatchSize)
+        self.net.trainMode()
+        order = self.rng.permutation(len(data)) if random else np.arange(len(data))
         total, count, batches = 0.0, 0, 0
         for x, y, idx in _hostBatches(data, target, macroBatchSize, order):
+            self.currMacroBatch += 1
             total += self._train(x, y, idx, batches) * x.shape[0]
             count += x.shape[0]
-            batches += -(-x.shape[0] // self.batchsize)
+            batches += self.totalBatches
             if onMacroBatchFinish is not None:
                 onMacroBatchFinish(self)
         return total / count
 
 
-class Validator:
-    """Mean validation error over a dataset (the error rate for CrossEntropy).
-    Put the net in eval mode first if it has BatchNorm or Dropout."""
+class Validator(Handler):
+    """Mean validation error over a dataset (the error rate for CrossEntropy), in eval mode."""
 
-    def __init__(self, net, cost, batchsize=128):
-        self.net, self.cost, self.batchsize = net, cost, batchsize
+    def __init__(self, net, cost, onBatchFinish=None, batchsize=128):
+        super().__init__(net, onBatchFinish, batchsize)
+        self.cost = cost
+        self.error = 0.0
 
     def validate(self, data, target):
         _checkPair("Validator", data, target)
+        self.net.evalMode()
         self.cost.resetAccumulator()
-        for start in range(0, data.shape[0], self.batchsize):
+        for start in self._batches(data.shape[0]):
+            self.currBatch += 1
             self.net(data[start:start + self.batchsize])
             self.cost.validate(self.net.data, target[start:start + self.batchsize])
-        return self.cost.getMeanError()
+            self._batchDone()
+        self.error = self.cost.getMeanError()
+        return self.error
 
-    def validateFromHost(self, data, target, macroBatchSize=10000):
+    def validateFromHost(self, data, target, macroBatchSize=10000, onMacroBatchFinish=None):
         _checkPair("Validator", data, target)
+        self._macroBatches(len(data), macroBatchSize)
         total = 0.0
         for x, y, _ in _hostBatches(data, target, macroBatchSize, np.arange(len(data))):
+            self.currMacroBatch += 1
             total += self.validate(x, y) * x.shape[0]
-        return total / len(data)
+            if onMacroBatchFinish is not None:
+                onMacroBatchFinish(self)
+        self.error = total / len(data)
+        return self.error
 
 
-class Calculator:
-    """The net's outputs over a dataset, gathered on the host."""
-
-    def __init__(self, net, batchsize=128):
-        self.net, self.batchsize = net, batchsize
+class Calculator(Handler):
+    """The net's outputs over a dataset, gathered on the host, in eval mode."""
 
     def calc(self, data):
-        return np.concatenate([self.net(data[s:s + self.batchsize]).get()
-                               for s in range(0, data.shape[0], self.batchsize)])
+        self.net.evalMode()
+        out = []
+        for start in self._batches(data.shape[0]):
+            self.currBatch += 1
+            out.append(self.net(data[start:start + self.batchsize]).get())
+            self._batchDone()
+        return np.concatenate(out)
 
-    def calcFromHost(self, data, macroBatchSize=10000):
-        return np.concatenate([self.calc(gpuarray.to_gpu(np.asarray(data[s:s + macroBatchSize])))
-                               for s in range(0, len(data), macroBatchSize)])
+    def calcFromHost(self, data, macroBatchSize=10000, onMacroBatchFinish=None):
+        self._macroBatches(len(data), macroBatchSize)
+        out = []
+        for start in range(0, len(data), macroBatchSize):
+            self.currMacroBatch += 1
+            out.append(self.calc(gpuarray.to_gpu(np.asarray(data[start:start + macroBatchSize]))))
+            if onMacroBatchFinish is not None:
+                onMacroBatchFinish(self)
+        return np.concatenate(out)
