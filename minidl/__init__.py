@@ -10,3 +10,12 @@ from minidl.backend import backendName, setBackend  # noqa: F401
 from minidl.errors import BackendError, LoadError, ModuleError  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def load(source):
+    """Rebuild a model from a weights file that stores its blueprint, weights loaded (minidl.blueprint).
+
+    ``model = minidl.load("net.h5")`` needs no code of the model: ``model.save(path)`` stores the
+    architecture beside the weights. LoadError when the file has none or cannot be trusted to build."""
+    from minidl.blueprint import load as _load
+    return _load(source)

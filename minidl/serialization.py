@@ -5,7 +5,9 @@ A file holds:
 - ``links/<root>.<child>...<var>``: an integer scalar naming the params dataset;
 - ``attrs/<root>.<child>...<attr>``: non-trainable state (batch-norm statistics);
 - PuzzleLib also writes an empty group ``attrs.<container>`` per container; they
-  are written here too and accepted on load.
+  are written here too and accepted on load;
+- ``blueprint`` (optional): the architecture as JSON text (minidl/blueprint.py),
+  read by ``minidl.load`` and ignored by ``Module.load``.
 
 ``<root>`` is the root module's name ('' when unnamed, giving keys like
 ``.block1.W``, as PuzzleLib does). Loading matches keys with the root name
@@ -83,9 +85,17 @@ def writeH5(filename, writer):
     return None
 
 
-def save(module, filename=None, compress="gzip"):
-    """Write module's weights to filename (see the module doc), or return the file as bytes."""
-    return writeH5(filename, lambda hdf: _write(module, hdf, compress))
+def save(module, filename=None, compress="gzip", withBlueprint=None):
+    """Write module's weights to filename (see the module doc), or return the file as bytes; with
+    the model's blueprint as the dataset ``blueprint`` where withBlueprint asks (Module.save)."""
+    from minidl import blueprint   # it imports the layers, which import this module
+    text = blueprint.dumps(module, required=withBlueprint) if withBlueprint is not False else None
+
+    def writer(hdf):
+        _write(module, hdf, compress)
+        if text is not None:
+            hdf.create_dataset("blueprint", data=text, dtype=h5py.string_dtype("utf-8"))
+    return writeH5(filename, writer)
 
 
 # ---- loading --------------------------------------------------------------------------------------

@@ -44,16 +44,19 @@ class BatchNorm2D(Module):
         self.affine = affine
         self.numOfUpdates = 0
         shape = (1, maps, 1, 1)
-        scale = np.ones(shape, np.float32) if empty or not affine else \
-            np.random.normal(1.0, sscale, shape).astype(np.float32)
+        # every buffer comes from gpuarray before any host array of its size, so a model built
+        # under an allocation budget (minidl.blueprint) is refused before it allocates
+        scale = _ones(shape) if empty or not affine else gpuarray.zeros(shape)
+        if affine and not empty:
+            scale.set(np.random.normal(1.0, sscale, shape).astype(np.float32))
         if affine:
-            self.setVar("scale", Variable(gpuarray.to_gpu(scale)))
+            self.setVar("scale", Variable(scale))
             self.setVar("bias", Variable(gpuarray.zeros(shape)))
         else:
             # fixed identity transform, neither trained nor saved
-            self.fixedScale, self.fixedBias = gpuarray.to_gpu(scale), gpuarray.zeros(shape)
+            self.fixedScale, self.fixedBias = scale, gpuarray.zeros(shape)
         self.setAttr("mean", gpuarray.zeros(shape))
-        self.setAttr("var", gpuarray.to_gpu(np.ones(shape, np.float32)))
+        self.setAttr("var", _ones(shape))
         self.saveMean = self.saveVar = None
         self.paramGrads = None
 
@@ -114,6 +117,12 @@ class BatchNorm2D(Module):
     def afterLoad(self):
         # loaded statistics are a trained average: continue with the steady-state factor
         self.numOfUpdates = max(self.numOfUpdates, math.ceil(self.initFactor / self.minFactor))
+
+
+def _ones(shape):
+    ary = gpuarray.empty(shape)
+    ary.fill(1.0)
+    return ary
 
 
 class BatchNorm(BatchNorm2D):

@@ -12,10 +12,10 @@ from minidl.modules.conv import DepthwiseConv2D, PointwiseConv2D
 
 class SeparableConv2D(Sequential):
     def __init__(self, inmaps, outmaps, size, stride=1, pad=0, dilation=1, multiplier=1, useBias=True, name=None,
-                 initscheme=None):
+                 initscheme=None, empty=False):
         super().__init__(name)
         self.registerBlueprint(locals())
         self.append(DepthwiseConv2D(inmaps, size, stride=stride, pad=pad, dilation=dilation, multiplier=multiplier,
-                                    useBias=useBias, name="depthwise", initscheme=initscheme))
+                                    useBias=useBias, name="depthwise", initscheme=initscheme, empty=empty))
         self.append(PointwiseConv2D(inmaps * multiplier, outmaps, useBias=useBias, name="pointwise",
-                                    initscheme=initscheme))
+                                    initscheme=initscheme, empty=empty))
