@@ -13,7 +13,13 @@ setup(
         "cuda": ["pycuda>=2022.1"],
         # compiled CPU kernels for the NumPy backend's hot ops (see minidl/backend/numpy/accel.py)
         "fast": ["numba>=0.59", "threadpoolctl>=3"],
-        "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm", "numba>=0.59", "threadpoolctl>=3"],
+        "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm", "numba>=0.59", "threadpoolctl>=3", "onnx>=1.12",
+                 "onnxruntime>=1.12", "safetensors>=0.4"],
+        # ONNX export (minidl.onnx); onnxruntime only to check a file runs
+        "onnx": ["onnx>=1.12", "onnxruntime>=1.12"],
+        # weights from and to PyTorch files (minidl.interop): .pt/.pth need torch, .safetensors only this
+        "safetensors": ["safetensors>=0.4"],
+        "torch": ["torch>=2.4"],
         "digits": ["scikit-learn>=1.0"],
         "progress": ["tqdm"],
     },

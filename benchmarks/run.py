@@ -70,6 +70,9 @@ CONV_CASES = [
     ("pointwise", "conv", dict(inmaps=128, outmaps=256, size=1), (32, 128, 16, 16)),
 ]
 MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2")]
+# (name, rule): one optimizer step (zeroGradParams + update) over MobileNetV2 1.0's 3.5M parameters in
+# 158 Variables, per-Variable state against setupOn(net, useGlobalState=True), and PyTorch's step
+OPTIM_CASES = [("update_sgd", "SGD"), ("update_momentum", "MomentumSGD"), ("update_adam", "Adam")]
 
 
 class Side:
@@ -330,6 +333,47 @@ def runModelCase(side, name, kind, args):
     return result
 
 
+def runOptimizerCase(side, name, rule, args):
+    """One optimizer step on MobileNetV2 1.0 with random gradients: per-Variable state ("local"), one
+    flat state ("global", fused: one op per rule), and PyTorch's optimizer (its default foreach choice)."""
+    from minidl import optimizers
+    from minidl.models import loadMobileNetV2
+    np.random.seed(0)
+    make = lambda: loadMobileNetV2(width=1.0, numClasses=1000, dropout=0)  # noqa: E731
+    nets = [make(), make()]
+    opts = [getattr(optimizers, rule)(1e-3).setupOn(net, useGlobalState=g) for net, g in zip(nets, (False, True))]
+    for net in nets:
+        for _, var in net.namedVars():
+            var.grad.set(np.random.randn(*var.grad.shape).astype(np.float32) * 1e-3)
+
+    def step(opt):
+        # the gradients stay: zeroing them is timed, but the rule must not run on zeros alone
+        opt.update()
+        opt.zeroGradParams()
+    tStep = None
+    if torch is not None:
+        from torchmirror import mirror
+        tnet = mirror(nets[0], torch.float32)[0].to(side.device)
+        params = [p for p in tnet.parameters()]
+        for p in params:
+            p.grad = torch.randn_like(p) * 1e-3
+        kwargs = {"SGD": dict(lr=1e-3), "MomentumSGD": dict(lr=1e-3, momentum=0.9), "Adam": dict(lr=1e-3)}[rule]
+        topt = (torch.optim.Adam if rule == "Adam" else torch.optim.SGD)(params, **kwargs)
+
+        def tStep():
+            topt.step()
+            topt.zero_grad(set_to_none=False)
+    local = interleaved(lambda: step(opts[0]), side.syncMinidl, tStep, side.syncTorch, args.warmup, args.repeat)
+    glob = interleaved(lambda: step(opts[1]), side.syncMinidl, tStep, side.syncTorch, args.warmup, args.repeat)
+    pair = interleaved(lambda: step(opts[1]), side.syncMinidl, lambda: step(opts[0]), side.syncMinidl,
+                       args.warmup, args.repeat)
+    result = {"case": name, "rule": rule, "params": nets[0].numOfParams(), "variables": len(opts[0].vars),
+              "global_over_local": pair[2]}
+    for mode, (m, t, ratio) in (("local", local), ("global", glob)):
+        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t, "ratio": ratio}
+    return result
+
+
 def memoryProbe(side, who, kind, batch):
     """Peak memory (MB) a training step adds, measured in a fresh process (host RSS on CPU, the
     allocator's peak on the GPU)."""
@@ -462,6 +506,17 @@ def main():
         mem = r["peak_memory_mb"]
         print("%-18s %-10s %-10s %10.1f %10s %7s   peak MB of a training step" % (
             name, "", "memory", mem["minidl"], fmt(mem.get("torch"), "%.1f"), fmt(r["memory_ratio"])), flush=True)
+    for name, rule in OPTIM_CASES:
+        if not pick(name):
+            continue
+        r = runOptimizerCase(side, name, rule, args)
+        results.append(r)
+        for mode in ("local", "global"):
+            m = r[mode]
+            print("%-18s %-10s %-10s %10.2f %10s %7s" % (name, mode, "step", m["minidl_ms"], fmt(m["torch_ms"]),
+                                                        fmt(m["ratio"])), flush=True)
+        print("%-18s %-10s %-10s %10s %10s %7.2f   global/local, %d Variables" % (
+            name, "", "ratio", "", "", r["global_over_local"], r["variables"]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=2)
