@@ -51,7 +51,12 @@ def _safetensorsNumpy():
 
 
 def loadTorchFile(path):
-    """The state dict ({name: torch.Tensor}) in a .pt/.pth file; see the module doc."""
+    """The state dict ({name: torch.Tensor}) in the .pt/.pth file at path; see the module doc.
+
+    path: a file written by torch.save, holding a state dict or a checkpoint dict whose
+    "state_dict" or "model" entry is one. Read with torch.load(weights_only=True), so nothing in
+    the file runs; needs torch (ImportError otherwise). LoadError naming the file when it is not
+    one of those."""
     torch = _torch()
     name = repr(os.fspath(path))
     try:
@@ -90,7 +95,8 @@ def _stateDictIn(obj, name, tensorType):
 
 
 def loadSafetensorsFile(path):
-    """The tensors ({name: numpy array}) in a .safetensors file."""
+    """The tensors ({name: numpy array}) in the .safetensors file at path (needs the safetensors
+    package, not torch); LoadError naming the file when it cannot be read."""
     reader = _safetensorsNumpy()
     try:
         return dict(reader.load_file(os.fspath(path)))
@@ -111,15 +117,16 @@ def readStateDict(path):
 
 
 def loadWeights(model, path, mapping, strict=True):
-    """Read path (readStateDict) and load it into model (loadStateDict's checks and report);
-    every LoadError names the file and the model is unchanged when one is raised."""
+    """Read path (readStateDict: .pt/.pth/.safetensors) and load it into model through mapping
+    (loadStateDict's checks; strict as there); returns the LoadReport. Every LoadError names the
+    file, and the model is unchanged when one is raised."""
     stateDict = readStateDict(path)
     return loadFrom(model, stateDict, mapping, strict, repr(os.fspath(path)))
 
 
 def saveSafetensors(model, path, mapping, strict=True):
-    """Write model's values under the mapping's source names (exportStateDict) to path as
-    safetensors, replacing it atomically; returns the names written, in order."""
+    """Write model's values under the mapping's source names (exportStateDict(model, mapping,
+    strict)) to path as safetensors, replacing it atomically; returns the names written, in order."""
     writer = _safetensorsNumpy()
     tensors = exportStateDict(model, mapping, strict)
     filesave.replace(path, lambda tmp: writer.save_file(tensors, tmp, metadata={"format": "pt"}))

@@ -36,7 +36,9 @@ KINDS = ("var", "attr", "skip")
 
 
 class Target(namedtuple("Target", "name kind transform export")):
-    """Where one source entry goes; see the module doc. ``export`` is used by skip targets only."""
+    """Where one source entry goes (see the module doc): name, the model's dotted var or attr path;
+    kind, "var", "attr" or "skip"; transform, "identity", "transpose" or "maps"; export, the value
+    a skip target writes on export (skip targets only)."""
 
     __slots__ = ()
 

@@ -163,22 +163,26 @@ def mobileNetV1Mapping(model):
 
 
 def loadMobileNetV2Weights(model, path, strict=True):
-    """Load a torchvision MobileNetV2 .pt/.pth/.safetensors file into a loadMobileNetV2 model;
-    returns the LoadReport (minidl/interop/statedict.py), raises LoadError naming the file."""
+    """Load a torchvision MobileNetV2 file (path: .pt/.pth/.safetensors) into model, built by
+    loadMobileNetV2 with the same width and numClasses; strict as loadStateDict's. Returns the
+    LoadReport (minidl/interop/statedict.py); raises LoadError naming the file, model unchanged."""
     return loadWeights(model, path, mobileNetV2Mapping(model), strict)
 
 
 def loadMobileNetV1Weights(model, path, strict=True):
-    """Load a MobileNetV1 file in the module doc's layout into a loadMobileNetV1 model."""
+    """Load a MobileNetV1 file (path: .pt/.pth/.safetensors) in the module doc's layout into
+    model, built by loadMobileNetV1; strict and the result as loadMobileNetV2Weights'."""
     return loadWeights(model, path, mobileNetV1Mapping(model), strict)
 
 
 def saveMobileNetV2Safetensors(model, path):
-    """Write a loadMobileNetV2 model as a .safetensors file torchvision's mobilenet_v2 (same
-    width and numClasses) loads with load_state_dict(strict=True); returns the names written."""
+    """Write model (built by loadMobileNetV2) to path as a .safetensors file that torchvision's
+    mobilenet_v2 of the same width and numClasses loads with load_state_dict(strict=True);
+    returns the names written."""
     return saveSafetensors(model, path, mobileNetV2Mapping(model))
 
 
 def saveMobileNetV1Safetensors(model, path):
-    """Write a loadMobileNetV1 model as a .safetensors file in the module doc's layout."""
+    """Write model (built by loadMobileNetV1) to path as a .safetensors file in the module doc's
+    layout; returns the names written."""
     return saveSafetensors(model, path, mobileNetV1Mapping(model))

@@ -46,7 +46,8 @@ Loaded = namedtuple("Loaded", "source target shape")   # shape: the model's
 
 
 class LoadReport:
-    """What a load did. Lists of source names unless said otherwise:
+    """What a load did, into model from origin (how messages name the source, e.g. a file's path).
+    Lists of source names unless said otherwise:
 
     loaded      [Loaded(source, Target, model shape)], in mapping order
     ignored     skip entries that were in the state dict (``num_batches_tracked``)
@@ -80,7 +81,19 @@ class LoadReport:
 
 def loadStateDict(model, stateDict, mapping, strict=True):
     """Load stateDict ({name: numpy array or torch tensor}) into model through mapping; see the
-    module doc. Returns a LoadReport; raises LoadError (model unchanged) listing every problem."""
+    module doc. strict (default): every name on both sides must be mapped; strict=False reports
+    the rest instead. Returns a LoadReport; raises LoadError (model unchanged) listing every problem.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> from minidl.interop import loadStateDict
+        >>> fc = Linear(3, 2, name="fc")
+        >>> report = loadStateDict(fc, {"weight": np.ones((2, 3), np.float32), "bias": np.zeros(2, np.float32)},
+        ...                        {"weight": ("W", "var", "transpose"), "bias": ("b", "var")})
+        >>> fc.W.shape, float(fc.W.get().sum())
+        ((3, 2), 6.0)
+    """
     return loadFrom(model, stateDict, mapping, strict, "a state dict")
 
 
