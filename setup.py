@@ -14,7 +14,9 @@ setup(
         # compiled CPU kernels for the NumPy backend's hot ops (see minidl/backend/numpy/accel.py)
         "fast": ["numba>=0.59", "threadpoolctl>=3"],
         "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm", "numba>=0.59", "threadpoolctl>=3", "onnx>=1.12",
-                 "onnxruntime>=1.12", "safetensors>=0.4"],
+                 "onnxruntime>=1.12", "safetensors>=0.4", "matplotlib>=3.6"],
+        # training curves as PNG (minidl.handlers.History.plot; the CSV needs nothing)
+        "plot": ["matplotlib>=3.6"],
         # ONNX export (minidl.onnx); onnxruntime only to check a file runs
         "onnx": ["onnx>=1.12", "onnxruntime>=1.12"],
         # weights from and to PyTorch files (minidl.interop): .pt/.pth need torch, .safetensors only this

@@ -69,7 +69,7 @@ CONV_CASES = [
     ("depthwise_x2", "conv", dict(inmaps=64, outmaps=128, size=3, pad=1, groups=64), (32, 64, 32, 32)),
     ("pointwise", "conv", dict(inmaps=128, outmaps=256, size=1), (32, 128, 16, 16)),
 ]
-MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2")]
+MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2"), ("mobilenetv3_small", "v3-small")]
 # (name, rule): one optimizer step (zeroGradParams + update) over MobileNetV2 1.0's 3.5M parameters in
 # 158 Variables, per-Variable state against setupOn(net, useGlobalState=True), and PyTorch's step
 OPTIM_CASES = [("update_sgd", "SGD"), ("update_momentum", "MomentumSGD"), ("update_adam", "Adam")]
@@ -260,10 +260,13 @@ def relErr(a, b):
 # ---- MobileNet cases --------------------------------------------------------------------------
 
 def buildModels(kind, side, batch):
-    from minidl.models import loadMobileNetV1, loadMobileNetV2
+    from minidl.models import loadMobileNetV1, loadMobileNetV2, loadMobileNetV3
     np.random.seed(0)
-    loader = loadMobileNetV1 if kind == "v1" else loadMobileNetV2
-    net = loader(width=0.5, numClasses=10, smallInput=True, dropout=0)
+    if kind == "v3-small":      # width 1.0: 1.5M parameters at 10 classes, as V2 0.5's 0.7M and V1 0.5's 0.8M
+        net = loadMobileNetV3("small", width=1.0, numClasses=10, smallInput=True, dropout=0)
+    else:
+        loader = loadMobileNetV1 if kind == "v1" else loadMobileNetV2
+        net = loader(width=0.5, numClasses=10, smallInput=True, dropout=0)
     tnet = None
     if torch is not None:
         from torchmirror import mirror

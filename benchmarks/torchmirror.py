@@ -9,9 +9,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from minidl.containers import Parallel, Sequential
+from minidl.containers import Graph, Parallel, Sequential
 from minidl.modules import (
-    Activation, Add, BatchNorm2D, Conv2D, Dropout, Flatten, GlobalAvgPool2D, Identity, Linear, Replicate,
+    Activation, Add, BatchNorm2D, Conv2D, Dropout, Flatten, GlobalAvgPool2D, Identity, Linear, Mul, Replicate,
 )
 
 
@@ -38,6 +38,28 @@ class _Add(nn.Module):
         return sum(xs)
 
 
+class _Mul(nn.Module):
+    def forward(self, xs):
+        return xs[0] * xs[1]      # (N, C, 1, 1) broadcasts over (N, C, H, W) as in minidl's Mul
+
+
+class _Graph(nn.Module):
+    """A minidl Graph's nodes (mirrored) run in its order, each fed what its wiring names."""
+
+    def __init__(self, nodes, wiring, inputs, outputs):
+        super().__init__()
+        self.nodes = nn.ModuleDict(nodes)
+        self.wiring, self.inputs, self.outputs = wiring, inputs, outputs
+
+    def forward(self, x):
+        values = dict(zip(self.inputs, [x] if len(self.inputs) == 1 else x))
+        for name, mod in self.nodes.items():
+            picked = [values[src] if idx is None else values[src][idx] for src, idx in self.wiring[name]]
+            values[name] = mod(picked[0] if len(picked) == 1 else picked)
+        outs = [values[name] for name in self.outputs]
+        return outs[0] if len(outs) == 1 else outs
+
+
 def mirror(module, dtype=torch.float64):
     """(torch module in dtype, {minidl dotted var name: torch parameter})."""
     params = {}
@@ -51,6 +73,9 @@ def mirror(module, dtype=torch.float64):
                                              for name, child in mod.modules.items()))
         if isinstance(mod, Parallel):
             return _Parallel([build(child, prefix + name + ".") for name, child in mod.modules.items()])
+        if isinstance(mod, Graph):
+            return _Graph(OrderedDict((name, build(child, prefix + name + ".")) for name, child in mod.modules.items()),
+                          mod.wiring, mod.inputs, mod.outputs)
         if isinstance(mod, Conv2D):
             conv = nn.Conv2d(mod.inmaps, mod.outmaps, mod.size, stride=mod.stride, padding=mod.pad,
                              dilation=mod.dilation, groups=mod.groups, bias=mod.useBias)
@@ -75,7 +100,8 @@ def mirror(module, dtype=torch.float64):
                 params[prefix + "b"] = lin.bias
             return lin
         if isinstance(mod, Activation):
-            return {"relu": nn.ReLU, "relu6": nn.ReLU6}[mod.activation](inplace=mod.inplace)
+            return {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardSigmoid": nn.Hardsigmoid,
+                    "hardSwish": nn.Hardswish}[mod.activation](inplace=mod.inplace)
         if isinstance(mod, GlobalAvgPool2D):
             return nn.AdaptiveAvgPool2d(1)
         if isinstance(mod, Flatten):
@@ -86,6 +112,8 @@ def mirror(module, dtype=torch.float64):
             return _Replicate(mod.times)
         if isinstance(mod, Add):
             return _Add()
+        if isinstance(mod, Mul):
+            return _Mul()
         raise TypeError("no torch mirror for %s" % type(mod).__name__)
 
     return build(module, "").to(dtype), params

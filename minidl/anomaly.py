@@ -31,8 +31,9 @@ class NonFiniteError(FloatingPointError):
 
 
 class NonFiniteLossError(NonFiniteError):
-    """A training batch's loss is not finite. ``batch``: the batch's number in the pass (from 0);
-    ``samples``: the indices of its samples in the data given to the Trainer; ``loss``: the value."""
+    """A training batch's loss is not finite. ``message``: the error's text; ``batch``: the batch's
+    number in the pass (from 0); ``samples``: the indices of its samples in the data given to the
+    Trainer; ``loss``: the value."""
 
     def __init__(self, message, batch, samples, loss):
         super().__init__(message)
@@ -42,7 +43,7 @@ class NonFiniteLossError(NonFiniteError):
 class AnomalyError(ModuleError, NonFiniteError):
     """In the debug mode: a module's output or gradient holds NaN or infinities. The message names
     the module by its dotted path (containers add theirs as it travels up, as for any
-    ModuleError); ``module`` is the module itself."""
+    ModuleError); ``module`` is the module itself, ``detail`` what was found."""
 
     def __init__(self, module, detail):
         super().__init__(type(module).__name__, [module.name], detail)
@@ -61,13 +62,23 @@ _enabled = [_setting()]
 
 
 def isEnabled():
-    """Whether the debug mode is on."""
+    """Whether the debug mode (detectAnomaly, MINIDL_DETECT_ANOMALY) is on."""
     return _enabled[0]
 
 
 class detectAnomaly:
-    """Turn the debug mode on (or off, with False) now; used in a ``with`` statement, the previous
-    setting comes back at the end of the block."""
+    """Turn the debug mode on (or off, with enabled=False) now; used in a ``with`` statement, the
+    previous setting comes back at the end of the block. See minidl.anomaly's docstring.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> fc = Linear(2, 1, name="fc"); fc.W.fill(np.inf)
+        >>> with minidl.detectAnomaly():
+        ...     fc(gpuarray.zeros((1, 2)))     # 0 * inf
+        Traceback (most recent call last):
+        minidl.anomaly.AnomalyError: Linear 'fc': forward output holds 1 NaN ...; its input was finite
+    """
 
     def __init__(self, enabled=True):
         if not isinstance(enabled, bool):

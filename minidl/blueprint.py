@@ -3,7 +3,9 @@
 ``model.save(path)`` stores, next to the weights, the dataset ``blueprint``:
 the JSON of ``model.getBlueprint()``, PuzzleLib's format. A module is
 ``{"classname": "Conv2D", "scheme": {constructor arguments}}``; a container
-adds ``"modules": {name: blueprint}`` and ``"graph": [names in order]``.
+adds ``"modules": {name: blueprint}`` and ``"graph": [names in order]`` (a
+Graph: ``[[node name, [what it reads, ...]], ...]``, its scheme holding its
+inputs, outputs and name).
 ``minidl.load(path)`` (``load`` here) builds the model from it and loads the
 weights, so a model comes back without the code that built it; PuzzleLib files
 saved with ``withBlueprint=True`` load the same way.
@@ -48,7 +50,8 @@ BUDGET_FACTOR = 3 * 1032
 
 
 class BlueprintError(ModuleError):
-    """A model that cannot be described as a blueprint (save with withBlueprint=True)."""
+    """A model that cannot be described as a blueprint (save with withBlueprint=True); kind, path
+    and detail as ModuleError's, naming the first module at fault."""
 
 
 def _classes():
@@ -68,6 +71,8 @@ CLASSES = None   # {class name: class}, filled on first use (the layers import m
 
 
 def classes():
+    """{class name: class} of the modules a blueprint may build: the public classes of
+    minidl.modules and minidl.containers."""
     global CLASSES
     if CLASSES is None:
         CLASSES = _classes()
@@ -95,7 +100,8 @@ def _plain(value, where):
 
 def describe(module, path=()):
     """module.getBlueprint() checked and made JSON-ready; BlueprintError naming the first module
-    that is not one of minidl's own or whose arguments are not plain values."""
+    that is not one of minidl's own or whose arguments are not plain values (path: the names above
+    module, for the message)."""
     from minidl.containers.container import Container
     kind = type(module).__name__
     where = list(path) + [module.name or ""]
@@ -110,8 +116,8 @@ def describe(module, path=()):
 
 
 def dumps(module, required=None):
-    """The model's blueprint as JSON text. required=None gives None instead of raising where the model
-    cannot be described; True raises BlueprintError."""
+    """The blueprint of module, a model, as JSON text. required=None gives None instead of raising
+    where the model cannot be described; True raises BlueprintError."""
     try:
         return json.dumps(describe(module), indent=1, sort_keys=True, allow_nan=False)
     except BlueprintError:
@@ -149,8 +155,9 @@ def parse(text):
 
 
 def build(bp, path=()):
-    """A model from a parsed blueprint (only CLASSES, only their declared arguments; see the module
-    doc); ValueError naming the dotted path of the first module that cannot be built."""
+    """A model from bp, a parsed blueprint (only CLASSES, only their declared arguments; see the
+    module doc); ValueError naming the dotted path (below path) of the first module that cannot be
+    built."""
     if not isinstance(bp, dict) or not isinstance(bp.get("classname"), str) or not isinstance(bp.get("scheme"), dict):
         where = ".".join(p for p in path if p) or "the root"
         raise ValueError("%s: expected {\"classname\": str, \"scheme\": {...}}, got %s" % (where, _short(bp)))
@@ -161,6 +168,9 @@ def build(bp, path=()):
     cls = classes().get(kind)
     if cls is None:
         raise ValueError("%s: %r is not one of minidl's layers or containers" % (where, kind))
+    from minidl.containers.graph import Graph
+    if cls is Graph:
+        return _buildGraph(bp, scheme, here, where)
     _checkScheme(cls, scheme, where)
     from minidl.containers.container import Container
     builtByCaller = issubclass(cls, Container) and "modules" in bp and not _buildsOwnChildren(cls)
@@ -183,6 +193,40 @@ def build(bp, path=()):
                 raise ValueError("%s: child %r is named %r in its scheme" % (where, key, child.name))
             module.append(child)
     return module
+
+
+def _buildGraph(bp, scheme, here, where):
+    """A Graph from its blueprint: scheme {"inputs", "outputs", "name"}, the children from "modules",
+    wired as "graph" says: [[node name, [input, ...]], ...], an input a name or [name, index]. The
+    Graph's own checks (names, cycles, unused inputs) refuse any wiring it would refuse in code."""
+    from minidl.containers.graph import Graph, Node
+    unknown = sorted(set(scheme) - {"inputs", "outputs", "name"})
+    if unknown or "inputs" not in scheme or "outputs" not in scheme:
+        raise ValueError("%s: Graph's scheme takes inputs, outputs and name (the first two required), got %s"
+                         % (where, _short(sorted(scheme))))
+    for key, value in scheme.items():
+        _checkPlain(value, where, key)
+    graph, children = bp.get("graph"), bp.get("modules")
+    wellFormed = isinstance(children, dict) and isinstance(graph, list) and all(
+        isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], list)
+        for entry in graph)
+    if not wellFormed or sorted(entry[0] for entry in graph) != sorted(children) or \
+            len({entry[0] for entry in graph}) != len(graph):
+        raise ValueError("%s: \"graph\" must pair each key of \"modules\" once with what it reads "
+                         "([[name, [input, ...]], ...]), got graph %s and modules %s"
+                         % (where, _short(graph), _short(list(children) if isinstance(children, dict) else children)))
+    nodes = []
+    for key, reads in graph:
+        _checkPlain(reads, where, "graph")
+        child = build(children[key], here)
+        if child.name != key:
+            raise ValueError("%s: child %r is named %r in its scheme" % (where, key, child.name))
+        nodes.append((child, reads))
+    try:
+        return Graph(inputs=scheme["inputs"], outputs=scheme["outputs"], name=scheme.get("name"),
+                     nodes=[Node(child, reads) for child, reads in nodes])
+    except (ValueError, TypeError) as e:
+        raise ValueError("%s: Graph fails: %s" % (where, e)) from None
 
 
 def _buildsOwnChildren(cls):
@@ -228,7 +272,8 @@ def _args(scheme):
 # ---- loading --------------------------------------------------------------------------------------
 
 def readText(hdf, source):
-    """The ``blueprint`` dataset's text; LoadError when absent or not one string."""
+    """The ``blueprint`` dataset's text in hdf, an open h5py.File read from source (named in
+    messages); LoadError when absent or not one string."""
     where = serialization.describe(source)
     try:
         with h5safe.reading("/"):
@@ -270,7 +315,16 @@ def load(source):
     """The model a weights file describes, with its weights loaded (see the module doc).
 
     source: a path, the bytes of a file, or an open h5py.File. The model comes back in train mode,
-    as a freshly built one; call evalMode() before inference. LoadError on any problem."""
+    as a freshly built one; call evalMode() before inference. LoadError on any problem.
+
+    Example::
+
+        >>> from minidl.containers import Sequential
+        >>> from minidl.modules import Linear
+        >>> blob = Sequential("net").append(Linear(4, 2, name="fc")).save()
+        >>> minidl.blueprint.load(blob)["fc"].W.shape
+        (4, 2)
+    """
     hdf, close = serialization.openH5(source)
     try:
         where = serialization.describe(source)

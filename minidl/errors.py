@@ -7,7 +7,16 @@ layer responsible. Containers prepend their own name as the error travels up.
 
 
 class ModuleError(Exception):
-    """Raised by a module at call time (bad input rank, maps, dtype, ...)."""
+    """Raised by a module at call time (bad input rank, maps, dtype, ...).
+
+    kind: the module's class name; path: the names from the model's root down to the module
+    (empty ones dropped); detail: what is wrong. Containers prepend their names with ``within``.
+
+    Example::
+
+        >>> str(ModuleError("Conv2D", ["net", "block3", "dw"], "expected input with 32 maps"))
+        "Conv2D 'net.block3.dw': expected input with 32 maps"
+    """
 
     def __init__(self, kind, path, detail):
         super().__init__()
@@ -16,7 +25,7 @@ class ModuleError(Exception):
         self.detail = detail
 
     def within(self, name):
-        """Prepend a container's name to the path; returns self for re-raising."""
+        """Prepend a container's name to the path (nothing for an empty one); returns self for re-raising."""
         if name:
             self.path.insert(0, name)
         return self
@@ -27,7 +36,8 @@ class ModuleError(Exception):
 
 
 class LoadError(Exception):
-    """Raised by ``Module.load`` and optimizer loads; the model is left untouched."""
+    """Raised by ``Module.load``, ``minidl.load``, optimizer loads and minidl.interop when a file or
+    state dict cannot be loaded; the model (or optimizer) is left untouched."""
 
 
 class BackendError(RuntimeError):

@@ -14,6 +14,15 @@ when they own parameters, ``accGradParams``; they validate input in
 backward pass wants both gradients, ``updateGradAndParams`` runs (by default
 ``updateGrad`` then ``accGradParams``); a module whose two passes can share
 work overrides it (the depthwise conv reads its output gradient once).
+
+``module.backwardHook``: None (the default, costing one attribute read per
+backward), or a callable run as ``hook(module)`` at the end of the module's
+``backward``, once its ``grad`` is set and its parameter gradients of this pass
+are accumulated. Leaf modules run it; containers override ``backward`` and run
+their children's, so hooks go on the leaves. A leaf's gradients are final when
+its hook runs unless one of its Variables is shared with a module that has yet
+to run. minidl.distributed.DataParallel uses it to start reducing a bucket of
+gradients while the rest of the backward pass runs.
 """
 
 import numpy as np
@@ -34,14 +43,36 @@ def setVarCount():
 
 
 def shapesOf(data):
+    """The shape of data as a tuple, or a list of them (nested as data is) for a list of arrays."""
     return [shapesOf(d) for d in data] if isinstance(data, (list, tuple)) else tuple(data.shape)
 
 
 def dtypesOf(data):
+    """The dtype of data, or a list of them (nested as data is) for a list of arrays."""
     return [dtypesOf(d) for d in data] if isinstance(data, (list, tuple)) else data.dtype
 
 
 class Module:
+    """The base class of every layer and container; minidl.module's docstring states the protocol.
+
+    name: None (a container names such a child after its position) or a non-empty str without '.'
+    or '/' (ValueError otherwise). After ``module(data)``: ``inData`` (the input) and ``data`` (the
+    output); after ``module.backward(grad)``: ``grad`` (d(loss)/d(input)). ``vars`` holds the
+    trainable Variables, ``attrs`` the saved but untrained arrays; ``module.W`` reads
+    ``module.vars["W"].data`` (``module.mean``: ``module.attrs["mean"]``).
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> fc = Linear(4, 2, name="fc")
+        >>> y = fc(gpuarray.to_gpu(np.ones((3, 4), np.float32)))           # y is fc.data, (3, 2)
+        >>> fc.backward(gpuarray.to_gpu(np.ones((3, 2), np.float32))).shape  # fc.grad
+        (3, 4)
+    """
+
+    # hook(module) run at the end of backward when set on an instance (see the module docstring)
+    backwardHook = None
+
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or "." in name or "/" in name or not name):
             raise ValueError("%s: name must be a non-empty string without '.' or '/', got %r"
@@ -56,7 +87,8 @@ class Module:
         self.grad = None
 
     def registerBlueprint(self, args):
-        """Record constructor arguments (pass ``locals()``), so a model can be rebuilt."""
+        """Record the constructor's arguments (pass ``locals()`` as args; ``self`` is dropped), so a model
+        can be rebuilt from its blueprint (getBlueprint, minidl.blueprint)."""
         self.blueprint = {k: v for k, v in args.items() if k not in ("self", "__class__")}
 
     def getBlueprint(self):
@@ -80,7 +112,7 @@ class Module:
     # ---- errors ---------------------------------------------------------------------------------
 
     def error(self, detail):
-        """A ModuleError naming this module; ``raise self.error(...)``."""
+        """A ModuleError naming this module, with detail as its message; ``raise self.error(...)``."""
         return ModuleError(type(self).__name__, [self.name], detail)
 
     # ---- variables and attributes ----------------------------------------------------------------
@@ -113,22 +145,27 @@ class Module:
         _setVarCalls += 1
 
     def getVar(self, name):
+        """The Variable stored under name (KeyError when there is none)."""
         return self.vars[name]
 
     def setAttr(self, name, attr):
+        """Store attr, a backend array saved and loaded with the weights but not trained (batch norm's
+        running ``mean``), under name."""
         self.attrs[name] = attr
 
     def namedVars(self, prefix=""):
-        """(dotted name, Variable) pairs of this module and its children, in order."""
+        """(dotted name, Variable) pairs of this module and its children, in order, each name after
+        prefix."""
         for name, var in self.vars.items():
             yield prefix + name, var
 
     def namedAttrs(self, prefix=""):
+        """(dotted name, array) pairs of the attrs of this module and its children, each name after prefix."""
         for name, attr in self.attrs.items():
             yield prefix + name, attr
 
     def namedContainers(self, prefix=""):
-        """Dotted names of the containers in this module's tree (none for a leaf)."""
+        """Dotted names (after prefix) of the containers in this module's tree (none for a leaf)."""
         return iter(())
 
     def getVarTable(self):
@@ -143,25 +180,33 @@ class Module:
         return sum(var.data.size for var in self.getVarTable())
 
     def zeroGradParams(self):
+        """Set every parameter gradient to zero (they accumulate over backward passes until then)."""
         for var in self.vars.values():
             var.zeroGrad()
 
     # ---- modes ----------------------------------------------------------------------------------
 
     def trainMode(self):
+        """Train mode (the default): batch norm uses batch statistics, dropout drops, backward
+        accumulates parameter gradients. Also reset()."""
         self.train = True
         self.reset()
 
     def evalMode(self):
+        """Eval mode: batch norm uses its running statistics, dropout is the identity, backward
+        computes no parameter gradients. Also reset()."""
         self.train = False
         self.reset()
 
     def reset(self):
+        """Forget the last passes' arrays (inData, data, grad and what backward would need)."""
         self.inData, self.data, self.grad = None, None, None
 
     # ---- forward / backward ---------------------------------------------------------------------
 
     def __call__(self, data):
+        """Forward pass: check data (an array, or a list for modules that take one), run updateData,
+        return self.data. A bad input raises ModuleError naming the module."""
         self.checkDataType(dtypesOf(data))
         self.checkDataShape(shapesOf(data))
         self.inData = data
@@ -170,6 +215,10 @@ class Module:
         return self.data
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
+        """Backward pass for the last forward: grad is d(loss)/d(output), of the output's shape.
+
+        Returns self.grad, d(loss)/d(input), computed when updGrad (else None); when updParamGrads
+        and in train mode, adds the parameter gradients to each ``vars[name].grad``."""
         if self.data is None:
             raise self.error("backward called before a forward pass")
         expected, got = shapesOf(self.data), shapesOf(grad)
@@ -183,16 +232,21 @@ class Module:
                 self.updateGrad(grad)
             elif updParamGrads and self.train:
                 self.accGradParams(grad)
+        if self.backwardHook is not None:
+            self.backwardHook(self)
         return self.grad
 
     def updateData(self, data):
+        """Compute self.data from data, checked already (subclasses implement it with backend ops)."""
         raise NotImplementedError("%s must implement updateData" % type(self).__name__)
 
     def updateGrad(self, grad):
+        """Compute self.grad, d(loss)/d(input), from grad, d(loss)/d(output) (subclasses implement it)."""
         raise NotImplementedError("%s must implement updateGrad" % type(self).__name__)
 
     def accGradParams(self, grad):
-        """Accumulate parameter gradients; modules without parameters have nothing to do."""
+        """Add the parameter gradients for grad, d(loss)/d(output), to each ``vars[name].grad``;
+        modules without parameters have nothing to do."""
 
     def updateGradAndParams(self, grad):
         """updateGrad then accGradParams, when a backward pass wants both; a module whose two
@@ -201,14 +255,17 @@ class Module:
         self.accGradParams(grad)
 
     def dataShapeFrom(self, shape):
+        """The output shape for an input of the given shape (a list of shapes for list inputs), without
+        computing anything."""
         raise NotImplementedError("%s must implement dataShapeFrom" % type(self).__name__)
 
     def macs(self, inshape, outshape):
-        """Multiply-adds of one forward pass on inshape (0 for layers without products)."""
+        """Multiply-adds of one forward pass from inshape to outshape (0 for layers without products)."""
         return 0
 
     def summary(self, inshape, file=None):
-        """Print each layer's output shape, parameters and multiply-adds, and the totals; returns the totals."""
+        """Print, for an input of shape inshape, each layer's output shape, parameters and multiply-adds,
+        and the totals, to file (default sys.stdout); returns the totals."""
         from minidl.summary import summary
         return summary(self, inshape, file)
 
@@ -218,6 +275,8 @@ class Module:
         """Raise self.error(...) when the input shape is unusable; default accepts any."""
 
     def checkDataType(self, dtype, what="input"):
+        """Raise self.error(...) unless dtype (a list for list inputs) is float32; what names the
+        array ("input" or "grad") in the message."""
         for dt in (dtype if isinstance(dtype, list) else [dtype]):
             if isinstance(dt, list):
                 self.checkDataType(dt, what)
@@ -225,13 +284,16 @@ class Module:
                 raise self.error("expected %s of dtype float32, got %s" % (what, np.dtype(dt)))
 
     def checkRank(self, shape, rank, layout):
+        """Raise self.error(...) unless shape is one array's of the given rank; layout, e.g.
+        "(N, C, H, W)", goes into the message."""
         if isinstance(shape, list) or len(shape) != rank:
             raise self.error("expected %dD input %s, got shape %s" % (rank, layout, _fmt(shape)))
 
     # ---- persistence ----------------------------------------------------------------------------
 
     def save(self, filename=None, compress="gzip", withBlueprint=None):
-        """Write weights in PuzzleLib's h5 layout to filename (atomically), or return the file as bytes.
+        """Write weights in PuzzleLib's h5 layout to filename (atomically), or return the file as bytes
+        when filename is None. compress: h5py's compression ("gzip" by default, None for none).
 
         withBlueprint: also store the architecture (minidl.blueprint), so ``minidl.load(path)``
         rebuilds the model without its code. None (default): when every module is one of minidl's
@@ -240,7 +302,9 @@ class Module:
         return serialization.save(self, filename, compress, withBlueprint)
 
     def load(self, source, strict=True):
-        """Load weights from a path, bytes or an open h5py.File; checks everything before writing."""
+        """Load weights from source (a path, bytes or an open h5py.File); checks everything before
+        writing anything and raises LoadError naming every problem, the model unchanged. strict=False
+        tolerates missing and unexpected entries."""
         serialization.load(self, source, strict)
         self.afterLoad()
 

@@ -101,6 +101,67 @@ def conv2dOutShape(inshape, outmaps, size, stride, pad, dilation):
     return n, outmaps, ho, wo
 
 
+def deconvOutSize(insize, size, stride, pad, dilation, postpad):
+    """Output length of one spatial axis of a transposed convolution: the length of the input of
+    the conv it transposes, plus postpad rows that conv would not have read.
+
+    out = (in - 1)*stride - 2*pad + dilation*(size - 1) + postpad + 1
+    """
+    return (insize - 1) * stride - 2 * pad + dilation * (size - 1) + postpad + 1
+
+
+def deconv2dOutShape(inshape, outmaps, size, stride, pad, dilation, postpad):
+    """(N, C, H, W) in -> (N, outmaps, Ho, Wo) out of a transposed conv; size..postpad are (h, w) pairs."""
+    n, _, h, w = inshape
+    ho = deconvOutSize(h, size[0], stride[0], pad[0], dilation[0], postpad[0])
+    wo = deconvOutSize(w, size[1], stride[1], pad[1], dilation[1], postpad[1])
+    return n, outmaps, ho, wo
+
+
+def conformsToConv(inshape, outshape, size, stride, pad, dilation):
+    """Whether the conv with these (h, w) pairs maps an image of outshape's (H, W) back to exactly
+    inshape's: then a transposed conv from inshape to outshape is that conv's backward-data pass.
+    False where postpad >= stride (allowed when dilation > stride): the conv would see more rows."""
+    return all(windowOutSize(outshape[2 + a], size[a], stride[a], pad[a], dilation[a]) == inshape[2 + a]
+               for a in (0, 1))
+
+
+def upsample2dOutShape(inshape, scale):
+    """(N, C, H, W) in -> (N, C, H*scale_h, W*scale_w) out; scale is an (h, w) pair."""
+    n, c, h, w = inshape
+    return n, c, h * scale[0], w * scale[1]
+
+
+def borders(value, what="pad"):
+    """Normalise padding of an image's four borders to (top, bottom, left, right), Python ints >= 0.
+
+    value: an int (all four), an (h, w) pair (top = bottom = h, left = right = w) or a 4-tuple
+    (top, bottom, left, right), of ints (Python or numpy, not bool). Raises ValueError
+    "<what> must be ..." otherwise.
+    """
+    try:
+        items = (value,) if isInt(value) else tuple(value)
+    except TypeError:
+        items = None
+    if items is None or len(items) not in (1, 2, 4) or not all(isInt(v) for v in items):
+        raise ValueError("%s must be an int, an (h, w) pair or (top, bottom, left, right), got %r" % (what, value))
+    if any(v < 0 for v in items):
+        raise ValueError("%s must be >= 0, got %r" % (what, value))
+    items = tuple(int(v) for v in items)
+    if len(items) == 1:
+        return items * 4
+    if len(items) == 2:
+        return items[0], items[0], items[1], items[1]
+    return items
+
+
+def pad2dOutShape(inshape, pad):
+    """(N, C, H, W) in -> (N, C, H + top + bottom, W + left + right) out; pad is (top, bottom, left, right)."""
+    n, c, h, w = inshape
+    top, bottom, left, right = pad
+    return n, c, h + top + bottom, w + left + right
+
+
 def positiveSize(name, value, minimum):
     """Check every element of an (h, w) pair is >= minimum; raise ValueError otherwise."""
     if any(v < minimum for v in value):

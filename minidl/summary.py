@@ -6,8 +6,16 @@ import sys
 
 def layerRows(module, inshape, prefix=""):
     """([(name, kind, outshape, params, macs)], outshape) for module on input inshape."""
-    from minidl.containers import Parallel, Sequential
+    from minidl.containers import Graph, Parallel, Sequential
     name = prefix + (module.name or "")
+    if isinstance(module, Graph):
+        rows = []
+
+        def visit(child, shape):
+            childRows, out = layerRows(child, shape, name + "." if name else "")
+            rows.extend(childRows)
+            return out
+        return rows, module.traceShapes(inshape, visit)
     if isinstance(module, Sequential):
         rows = []
         for child in module.modules.values():

@@ -172,3 +172,11 @@ def test_clean_exit_with_arrays_alive(backend, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done (2, 4, 6, 6) (1, 4, 3, 3)" in proc.stdout
     assert "terminate" not in proc.stderr and "PyCUDA ERROR" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_zeros_and_empty_of_an_empty_shape(backend):
+    """pycuda's own zeros fills with a kernel launch, which fails over no elements."""
+    for make in (gpuarray.zeros, gpuarray.empty):
+        ary = make((1, 2, 0, 3))
+        assert ary.shape == (1, 2, 0, 3) and ary.get().shape == (1, 2, 0, 3)
+    assert not gpuarray.zeros((3, 2)).get().any()

@@ -18,6 +18,10 @@ from minidl.modules import (
     Activation, Add, AvgPool2D, BatchNorm, BatchNorm2D, Concat, Conv2D, DepthwiseConv2D, Dropout, Flatten,
     GlobalAvgPool2D, Identity, Linear, MaxPool2D, PointwiseConv2D, Replicate, Reshape, SeparableConv2D, SoftMax,
 )
+from minidl.modules import Deconv2D, Pad2D, Upsample2D
+from minidl.modules import SyncBatchNorm, SyncBatchNorm2D
+from minidl.containers import Graph, Node
+from minidl.modules import Mul
 
 
 def _everyClass():
@@ -31,6 +35,7 @@ def _everyClass():
     net.append(Conv2D(16, 8, 3, pad=1, groups=4, useBias=False, name="grouped"))
     net.append(SeparableConv2D(8, 8, 3, pad=1, useBias=False, name="sep"))
     net.append(BatchNorm2D(8, affine=False, name="bnfixed"))
+    net.append(SyncBatchNorm2D(8, epsilon=1e-4, name="syncbn"))
     net.append(Replicate(2, name="split"))
     net.append(Parallel("branches").append(
         Sequential("body").append(PointwiseConv2D(8, 8, name="pw")).append(Activation("clip", args=(-1.0, 2.0))))
@@ -40,11 +45,20 @@ def _everyClass():
     net.append(Parallel("pools").append(MaxPool2D(2, 2, name="max")).append(AvgPool2D(3, 2, pad=1, includePad=False,
                                                                                       name="avg")))
     net.append(Concat(1, name="concat"))
+    net.append(Pad2D((1, 0, 1, 1), "reflect", name="reflect"))                               # (N, 16, 4, 4)
+    net.append(Deconv2D(16, 16, 3, stride=2, pad=(1, 0), postpad=(1, 0), groups=4, name="deconv"))  # 8 x 9
+    net.append(Upsample2D((1, 2), "bilinear", name="up"))
+    net.append(Pad2D((2, 1), value=0.5, name="fill"))
     net.append(Activation("elu", args=(0.5,), name="elu"))
+    net.append(Graph(inputs="x", outputs="sum", name="graph", nodes=[     # squeeze-and-excitation, a skip
+        Node(Activation("hardSwish", name="hs"), "x"), Node(GlobalAvgPool2D(name="pool"), "hs"),
+        Node(Activation("hardSigmoid", name="gate"), "pool"), Node(Replicate(2, name="rep"), "x"),
+        Node(Mul(name="scale"), ["hs", "gate"]), Node(Add(name="sum"), ["scale", ("rep", 1)])]))
     net.append(GlobalAvgPool2D(name="gap"))
     net.append(Reshape((0, -1), name="reshape"))
     net.append(Linear(16, 12, name="fc1"))
     net.append(BatchNorm(12, name="bn1d"))
+    net.append(SyncBatchNorm(12, minFactor=0.2, name="syncbn1d"))
     net.append(Activation("softPlus"))
     net.append(Dropout(0.3, name="drop"))
     net.append(Flatten(name="flat"))

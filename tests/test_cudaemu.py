@@ -117,8 +117,8 @@ FAULTS = [
      ("conv.cu", "int iy = oy * SH - PH + i * DH, ix = ox * SW - PW + j * DW;",
       "int iy = oy * SH - PH + i * DW, ix = ox * SW - PW + j * DH;")),
     ("early_return_before_barrier", _batchNorm, (3, 6, 5, 7),
-     ("batchnorm.cu", "    int c = blockIdx.x;\n    long long count = (long long)N * L;\n    float s = 0.0f;",
-      "    int c = blockIdx.x;\n    if (threadIdx.x == blockDim.x - 1) return;\n"
+     ("batchnorm.cu", "    long long count = (long long)N * L;\n    float s = 0.0f;",
+      "    if (threadIdx.x == blockDim.x - 1) return;\n"
       "    long long count = (long long)N * L;\n    float s = 0.0f;")),
     ("off_by_one_in_tap_index", _depthwise, (2, 4, 6, 6),
      ("depthwise.cu", "int ix = ox * SW - PW + j * DW;\n                if (ix >= 0 && ix < W) s +=",

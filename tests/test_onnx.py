@@ -34,6 +34,12 @@ from minidl.modules import (
     GlobalAvgPool2D, Identity, Linear, MaxPool2D, PointwiseConv2D, Replicate, Reshape, SeparableConv2D, SoftMax,
 )
 from test_conv import CONFIGS, IDS
+from minidl.containers import Graph, Node
+from minidl.models import loadMobileNetV3
+from minidl.modules import Mul
+from minidl.modules import Deconv2D, Pad2D, Upsample2D
+from test_deconv import CONFIGS as DECONV_CONFIGS, IDS as DECONV_IDS
+from test_resample import PAD_IDS, PADS, UP_IDS, UPSAMPLES
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -141,6 +147,54 @@ def test_depthwise_pointwise_and_separable_classes(backend, opset):
     assert [n.name for n in proto.graph.node][2:4] == ["net.sep.depthwise", "net.sep.pointwise"]
 
 
+# ---- transposed convolution, upsampling, padding ----------------------------------------------------
+
+@pytest.mark.parametrize("opset", [9, mo.DEFAULT_OPSET])
+@pytest.mark.parametrize("name,kwargs,shape", DECONV_CONFIGS, ids=DECONV_IDS)
+def test_deconv_configs(backend, name, kwargs, shape, opset):
+    deconv = Deconv2D(**kwargs, initscheme="gaussian", name="deconv")
+    if deconv.useBias:
+        deconv.vars["b"].data.set(np.random.randn(1, deconv.outmaps, 1, 1).astype(np.float32))
+    _check(deconv, [_x(*shape)], "deconv %s opset %d" % (name, opset), opset=opset)
+    _, proto = _export(deconv, shape)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in proto.graph.node[0].attribute}
+    assert proto.graph.node[0].op_type == "ConvTranspose"
+    if all(op < s for op, s in zip(deconv.postpad, deconv.stride)):   # else end pads and Pad stand in for it
+        assert attrs["output_padding"] == list(deconv.postpad)
+
+
+# Resize's coordinate modes came with opset 11 (before: Upsample at 9, Resize at 10, and bilinear as
+# two MatMuls); 13 made its roi optional, 18 added attributes
+RESAMPLE_OPSETS = [9, 10, 11, 13, mo.DEFAULT_OPSET, mo.MAX_OPSET]
+
+
+@pytest.mark.parametrize("opset", RESAMPLE_OPSETS)
+@pytest.mark.parametrize("name,kwargs,shape", UPSAMPLES, ids=UP_IDS)
+def test_upsample(backend, name, kwargs, shape, opset):
+    up = Upsample2D(**kwargs, name="up")
+    _check(up, [_x(*shape)], "upsample %s opset %d" % (name, opset), opset=opset)
+    if opset >= 11:
+        _, proto = _export(up, shape, opset)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in proto.graph.node[0].attribute}
+        assert attrs["coordinate_transformation_mode"] == (b"half_pixel" if up.mode == "bilinear" else b"asymmetric")
+
+
+@pytest.mark.parametrize("opset", RESAMPLE_OPSETS)
+@pytest.mark.parametrize("name,kwargs,shape", PADS, ids=PAD_IDS)
+def test_pad(backend, name, kwargs, shape, opset):
+    _check(Pad2D(**kwargs, name="pad"), [_x(*shape)], "pad %s opset %d" % (name, opset), opset=opset)
+
+
+def test_decoder_of_deconv_upsample_and_pad(backend):
+    net = Sequential("net").append(Pad2D((1, 0, 2, 1), "reflect", name="pad"))
+    net.append(Conv2D(3, 8, 3, stride=2, name="down")).append(BatchNorm2D(8, name="bn"))
+    net.append(Deconv2D(8, 4, 3, stride=2, pad=1, postpad=1, groups=4, name="up"))
+    net.append(Upsample2D((2, 1), "bilinear", name="resize")).append(Pad2D(1, "replicate", name="edge"))
+    _randomizeBatchNorms(net, np.random.default_rng(6))
+    for opset in (9, mo.DEFAULT_OPSET):
+        _check(net, [_x(2, 3, 9, 8)], "pad/conv/deconv/upsample opset %d" % opset, opset=opset)
+
+
 # ---- batch norm and activations -------------------------------------------------------------------
 
 def test_batchnorm2d_with_statistics_and_without_affine(backend):
@@ -157,7 +211,8 @@ def test_batchnorm_on_linear_output(backend):
 
 
 ACTIVATIONS = [("relu", ()), ("relu6", ()), ("clip", (-1.0, 2.0)), ("leakyRelu", ()), ("leakyRelu", (0.2,)),
-               ("elu", ()), ("elu", (0.5,)), ("sigmoid", ()), ("tanh", ()), ("softPlus", ())]
+               ("elu", ()), ("elu", (0.5,)), ("sigmoid", ()), ("tanh", ()), ("softPlus", ()),
+               ("hardSigmoid", ()), ("hardSwish", ())]   # hardSwish: HardSigmoid and Mul before opset 14
 
 
 @pytest.mark.parametrize("opset", [9, mo.DEFAULT_OPSET])   # Clip's bounds: attributes before 11, inputs after
@@ -420,6 +475,41 @@ def test_importing_minidl_never_imports_onnx():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
+# ---- Graph and Mul ------------------------------------------------------------------------------
+
+def _skipGraph():
+    """conv -> bn -> relu (in place) -> squeeze-and-excitation gate (Mul) -> + x: a skip connection."""
+    block = Graph(inputs="x", outputs="add", name="block", nodes=[
+        Node(Conv2D(4, 4, 3, pad=1, name="conv"), "x"), Node(BatchNorm2D(4, name="bn"), "conv"),
+        Node(Activation("relu", name="act", inplace=True), "bn"), Node(GlobalAvgPool2D(name="pool"), "act"),
+        Node(Activation("hardSigmoid", name="gate"), "pool"), Node(Mul(name="scale"), ["act", "gate"]),
+        Node(Add(name="add"), ["scale", "x"])])
+    return Sequential("net").append(block)
+
+
+@pytest.mark.parametrize("opset", [9, 13, 14, mo.DEFAULT_OPSET, mo.MAX_OPSET])
+def test_graph_with_a_skip_connection(backend, opset):
+    net = _skipGraph()
+    _randomizeBatchNorms(net, np.random.default_rng(6))
+    _check(net, [_x(2, 4, 6, 5)], "graph with a skip, opset %d" % opset, opset=opset)
+    _, proto = _export(net, (2, 4, 6, 5), opset)
+    ops = {n.name: n.op_type for n in proto.graph.node}
+    assert ops["net.block.scale"] == "Mul" and ops["net.block.gate"] == "HardSigmoid"
+    assert [n.op_type for n in proto.graph.node][-1] == "Add"
+    assert ops["net.block.conv"] == "Conv" and "net.block.conv.W" in {i.name for i in proto.graph.initializer}
+
+
+def test_graph_with_several_inputs_outputs_and_elements(backend):
+    g = Graph(inputs=["a", "b"], outputs=["prod", "cat"], name="g", nodes=[
+        Node(Linear(4, 4, name="fa"), "a"), Node(Replicate(2, name="rep"), "fa"),
+        Node(Add(name="twice"), ["b", "b", ("rep", 0)]), Node(Mul(name="prod"), [("rep", 1), "twice"]),
+        Node(Concat(1, name="cat"), ["fa", "twice"])])
+    _check(g, [_x(3, 4), _x(3, 4)], "graph with two inputs and outputs")
+    _, proto = _export(g, [(3, 4), (3, 4)])
+    assert [i.name for i in proto.graph.input] == ["data0", "data1"]
+    assert [o.name for o in proto.graph.output] == ["output0", "output1"]
+
+
 # ---- MobileNets ---------------------------------------------------------------------------------
 
 LOADERS = [(loadMobileNetV1, "mobilenetv1"), (loadMobileNetV2, "mobilenetv2")]
@@ -441,3 +531,11 @@ def test_mobilenet_small_input(backend, loader, label):
     net = loader(smallInput=True)   # full width: ~2 s on the CPU execution of CUDA too
     _randomizeBatchNorms(net, np.random.default_rng(5))
     _check(net, [np.random.rand(2, 3, 32, 32).astype(np.float32)], "%s 32 smallInput" % label, bound=MODEL_BOUND)
+
+
+@pytest.mark.parametrize("kind", ["small", "large"])
+def test_mobilenetv3_small_input(backend, kind):
+    net = loadMobileNetV3(kind, smallInput=True)
+    _randomizeBatchNorms(net, np.random.default_rng(7))
+    _check(net, [np.random.rand(2, 3, 32, 32).astype(np.float32)], "mobilenetv3 %s 32 smallInput" % kind,
+           bound=MODEL_BOUND)

@@ -27,7 +27,11 @@ def _loadCuda():
 
 def _load(name):
     if name == "numpy":
-        return importlib.import_module("minidl.backend.numpy")
+        module = importlib.import_module("minidl.backend.numpy")
+        from minidl.backend.numpy import accel, notices
+        if not accel.enabled:
+            notices.withoutKernels(accel.disabledBy)    # once per process (MINIDL_QUIET=1: never)
+        return module
     if name == "cuda":
         return _loadCuda()
     raise BackendError("unknown backend %r: expected one of numpy, cuda, auto" % (name,))
@@ -36,8 +40,14 @@ def _load(name):
 def setBackend(name):
     """Select the backend for everything created from now on; returns its name.
 
-    "auto" takes CUDA when it loads, else NumPy. Asking for "cuda" where it
-    cannot load raises BackendError with the reason.
+    name: "numpy", "cuda" or "auto" (any case). "auto" takes CUDA when it
+    loads, else NumPy. Asking for "cuda" where it cannot load raises
+    BackendError with the reason; another name raises BackendError too.
+
+    Example::
+
+        >>> minidl.setBackend("numpy"), minidl.backendName()
+        ('numpy', 'numpy')
     """
     global _current, _currentName
     name = name.lower()
@@ -59,6 +69,8 @@ def current():
 
 
 def backendName():
+    """The current backend's name, "numpy" or "cuda"; on first use it selects the backend that
+    MINIDL_BACKEND names (default "auto")."""
     current()
     return _currentName
 

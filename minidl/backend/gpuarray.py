@@ -47,16 +47,35 @@ def _charge(shape, dtype):
 
 
 def to_gpu(ary):
+    """A new array of the current backend holding a copy of ary (a numpy array or anything numpy
+    takes), its shape and dtype kept; ``.get()`` copies it back to a numpy array.
+
+    Example::
+
+        >>> x = gpuarray.to_gpu(np.arange(6, dtype=np.float32).reshape(2, 3))
+        >>> x.shape, x.dtype, x.get()[1]
+        ((2, 3), dtype('float32'), array([3., 4., 5.], dtype=float32))
+    """
     _charge(tuple(np.shape(ary)), getattr(ary, "dtype", np.float32))
     return _backend.current().to_gpu(ary)
 
 
 def empty(shape, dtype=np.float32):
+    """A new, uninitialised array of the current backend of the given shape (an int or a tuple)
+    and dtype (float32 by default)."""
     _charge(_shapeTuple(shape), dtype)
     return _backend.current().empty(shape, dtype)
 
 
 def zeros(shape, dtype=np.float32):
+    """A new array of zeros of the current backend, of the given shape (an int or a tuple) and
+    dtype (float32 by default).
+
+    Example::
+
+        >>> gpuarray.zeros((2, 3)).shape, gpuarray.zeros(4, np.int32).dtype
+        ((2, 3), dtype('int32'))
+    """
     _charge(_shapeTuple(shape), dtype)
     return _backend.current().zeros(shape, dtype)
 
@@ -66,6 +85,7 @@ def _shapeTuple(shape):
 
 
 def isArray(obj):
+    """True when obj is an array of the current backend (not a plain numpy array on either)."""
     return _backend.current().isArray(obj)
 
 

@@ -53,6 +53,12 @@ def split(x, sections, axis):
     """Split x along axis into pieces of the given lengths; returns a list of new arrays."""
 
 
+def mayShareMemory(a, b):
+    """True when arrays a and b may overlap in memory (their address ranges intersect, as
+    numpy.may_share_memory answers): a Graph asks before an in-place module writes over an array
+    that another node may still read."""
+
+
 # ---- convolution family ------------------------------------------------------------------------
 
 
@@ -101,6 +107,21 @@ def pointwiseConv2dBackwardParams(x, dy, wgrad, bgrad):
     """Accumulate dL/dW into wgrad (O, C, 1, 1) and dL/db into bgrad."""
 
 
+def deconv2d(x, W, b, stride, pad, dilation, postpad, groups):
+    """Transposed conv (PyTorch's conv_transpose2d): x (N, C, H, W), W (C, O/groups, kh, kw) (PyTorch's
+    ConvTranspose2d layout), b (1, O, 1, 1) or None -> (N, O, Ho, Wo), Ho = (H - 1)*stride_h - 2*pad_h +
+    dilation_h*(kh - 1) + postpad_h + 1 (shapes.deconv2dOutShape). It is conv2dBackwardData with x as dy:
+    y[n, g*O/G + o, iy*sh - ph + i*dh, ix*sw - pw + j*dw] += W[g*C/G + c, o, i, j] * x[n, g*C/G + c, iy, ix]."""
+
+
+def deconv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
+    """dy (N, O, Ho, Wo) -> dx of shape inshape (N, C, H, W): the conv2d of dy with W (C maps out)."""
+
+
+def deconv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
+    """Accumulate dL/dW into wgrad (C, O/groups, kh, kw) and dL/db into bgrad (1, O, 1, 1)."""
+
+
 # ---- dense -----------------------------------------------------------------------------------------
 
 
@@ -121,13 +142,26 @@ def linearBackwardParams(x, dy, wgrad, bgrad):
 
 def activation(x, kind, alpha, beta, out=None):
     """Elementwise activation. kind: relu, clip (to [alpha, beta]; relu6 is clip 0..6),
-    leakyRelu (slope alpha), elu (alpha), sigmoid, tanh, softPlus. out: an array of x's shape to
-    write into (x itself for in place); the result is returned either way, and may be a new array
-    when out cannot be written directly (not contiguous)."""
+    leakyRelu (slope alpha), elu (alpha), sigmoid, tanh, softPlus, hardSigmoid (relu6(x + 3) / 6)
+    and hardSwish (x * relu6(x + 3) / 6; PyTorch's definitions, alpha and beta unused). out: an
+    array of x's shape to write into (x itself for in place); the result is returned either way,
+    and may be a new array when out cannot be written directly (not contiguous)."""
 
 
 def activationBackward(x, y, dy, kind, alpha, beta, out=None):
-    """dx for activation(x) = y. out as for activation (dy itself for in place)."""
+    """dx for activation(x) = y. out as for activation (dy itself for in place). At a kink of
+    hardSigmoid or hardSwish (x = -3 or 3) the derivative is the outer piece's, as PyTorch's:
+    hardSigmoid 0 at both, hardSwish 0 at -3 and 1 at 3."""
+
+
+def mul(a, b):
+    """a (N, C, ...) times b, b of a's shape or (N, C, 1, ..., 1) (one factor per map, broadcast over
+    the map's positions: squeeze-and-excitation's gate) -> a new array of a's shape."""
+
+
+def mulBackward(a, b, dy):
+    """(da, db) for y = mul(a, b): da = dy * b (b broadcast as in mul), of a's shape; db = dy * a,
+    summed over each map's positions when b is broadcast, of b's shape."""
 
 
 def dropout(x, p, seed):
@@ -165,6 +199,31 @@ def avgPool2dBackward(dy, inshape, size, stride, pad, includePad):
     """dx for avgPool2d."""
 
 
+# ---- resampling and padding ------------------------------------------------------------------------
+
+
+def upsample2d(x, scale, mode):
+    """(N, C, H, W) -> (N, C, H*sh, W*sw) for scale = (sh, sw), ints >= 1. mode "nearest": y[oy, ox] =
+    x[oy // sh, ox // sw] (PyTorch's 'nearest'); "bilinear": PyTorch's align_corners=False, the source
+    of oy being (oy + 0.5)/sh - 0.5 clamped at 0, between rows floor(src) and min(floor(src) + 1, H - 1)
+    (likewise for columns); every tap is multiplied in, weight 0 included, as PyTorch does."""
+
+
+def upsample2dBackward(dy, inshape, scale, mode):
+    """dx of shape inshape for upsample2d: each output's gradient goes back to the taps that made it."""
+
+
+def pad2d(x, pad, mode, value):
+    """(N, C, H, W) -> (N, C, H + top + bottom, W + left + right) for pad = (top, bottom, left, right),
+    ints >= 0. mode "constant": the border is value; "reflect": mirrored about the edge pixel, which is
+    not repeated (PyTorch's 'reflect'; each pad < the side it extends); "replicate": the edge pixel."""
+
+
+def pad2dBackward(dy, inshape, pad, mode):
+    """dx of shape inshape for pad2d: the inner part of dy, plus (reflect, replicate) the gradients of the
+    border pixels added into the pixels they copy."""
+
+
 # ---- normalisation ---------------------------------------------------------------------------------
 
 
@@ -184,6 +243,33 @@ def batchNormEval(x, scale, bias, mean, var, epsilon):
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
     """Returns (dx, dscale, dbias). useBatchStats: mean/var came from this batch
     (train mode), so the gradient flows through them; otherwise they are constants."""
+
+
+# Synchronised batch norm (minidl.modules.SyncBatchNorm2D) splits the two ops above around its
+# exchanges between processes: each process's per-channel moments and sums come out on their own,
+# are combined across processes, and go back in.
+
+
+def batchNormMoments(x):
+    """Per-channel batch mean and biased variance of x (N, C, H, W) over (N, H, W), each (1, C, 1, 1);
+    batchNormTrain's statistics without normalising or touching running statistics."""
+
+
+def batchNormUpdateRunning(runMean, runVar, mean, var, count, factor):
+    """In place, as batchNormTrain does with its own statistics: run = (1 - factor) * run + factor *
+    batch, runVar taking the unbiased variance var * count / (count - 1) (var itself for count 1),
+    count being the number of values per channel the statistics were taken over."""
+
+
+def batchNormBackwardSums(x, dy, mean, var, epsilon):
+    """(dscale, dbias) = (sum of dy * xhat, sum of dy) per channel over (N, H, W), each (1, C, 1, 1),
+    with xhat = (x - mean) / sqrt(var + epsilon): batchNormBackward's parameter gradients."""
+
+
+def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon):
+    """dx of batch norm with batch statistics taken over count values per channel, dscale and dbias
+    being batchNormBackwardSums summed over the same values (count may exceed x's own):
+    dx = scale / sqrt(var + epsilon) * (dy - (dbias + xhat * dscale) / count)."""
 
 
 # ---- costs -----------------------------------------------------------------------------------------
@@ -235,6 +321,18 @@ def rmspropUpdate(param, grad, ms, learnRate, factor, epsilon, wc):
 
 def adagradUpdate(param, grad, h, learnRate, epsilon, wc):
     """h += g^2; param -= learnRate * g / (sqrt(h) + epsilon)."""
+
+
+# ---- gradient norms (clipping) ---------------------------------------------------------------------
+
+
+def sumOfSquares(xs):
+    """Sum of x^2 over every element of every float32 array in the list xs (any shapes), squared and
+    summed in float64; a 0-d float64 array (0 for an empty list). NaN and infinities pass through."""
+
+
+def scale(x, alpha):
+    """In place: x *= alpha (float32)."""
 
 
 def opNames():

@@ -13,6 +13,13 @@ from minidl.module import Module
 
 
 class Container(Module):
+    """The base of Sequential and Parallel (see minidl.containers.container); not used on its own.
+
+    name: as for any Module. ``container[name]`` (or a dotted path) is a child, ``len`` counts the
+    children, iterating yields them in order; ``modules`` is the {name: child} dict. Variables,
+    attrs, modes, zeroGradParams and save/load cover the whole tree, names dotted.
+    """
+
     def __init__(self, name=None):
         super().__init__(name)
         self.modules = {}
@@ -31,11 +38,14 @@ class Container(Module):
         return mod
 
     def append(self, mod):
+        """Add mod as the last child (named after its position when unnamed); returns self, so calls
+        chain. ValueError when a child of that name exists, TypeError when mod is not a Module."""
         mod = self._adopt(mod)
         self.modules[mod.name] = mod
         return self
 
     def extend(self, mods):
+        """append each module of mods in turn; returns self."""
         for mod in mods:
             self.append(mod)
         return self
@@ -94,7 +104,8 @@ class Container(Module):
 
     @contextmanager
     def childScope(self, mod):
-        """Re-raise anything a child raises as a ModuleError with the child's dotted path."""
+        """A context that re-raises anything raised inside it as a ModuleError carrying the dotted path
+        of mod, the child being run."""
         try:
             yield
         except ModuleError as e:
@@ -113,19 +124,21 @@ class Container(Module):
             yield from mod.namedAttrs("%s%s." % (prefix, mod.name))
 
     def namedContainers(self, prefix=""):
-        """Dotted names of this container and every container below it ('' for self)."""
+        """Dotted names of this container and every container below it ('' for self), each after prefix."""
         yield prefix.rstrip(".")
         for mod in self.modules.values():
             if isinstance(mod, Container):
                 yield from mod.namedContainers("%s%s." % (prefix, mod.name))
 
     def setVar(self, name, var):
+        """Install the Variable var in the child a dotted name points at: ``setVar("conv1.W", var)``."""
         head, sep, rest = name.partition(".")
         if not sep:
             raise ValueError("%s.setVar: expected a dotted name 'child.var', got %r" % (type(self).__name__, name))
         self[head].setVar(rest, var)
 
     def getVar(self, name):
+        """The Variable a dotted name points at: ``getVar("conv1.W")``."""
         head, sep, rest = name.partition(".")
         if not sep:
             raise ValueError("%s.getVar: expected a dotted name 'child.var', got %r" % (type(self).__name__, name))
@@ -157,7 +170,7 @@ class Container(Module):
             mod.reset()
 
     def checkDataType(self, dtype, what="input"):
-        """Children check their own input types."""
+        """Accept any dtype: each child checks its own input (what names the array, as for Module)."""
 
     def __str__(self):
         inner = "\n".join("  " + line for mod in self.modules.values() for line in str(mod).splitlines())

@@ -4,6 +4,21 @@ from minidl.containers.container import Container
 
 
 class Parallel(Container):
+    """Branches side by side: child i runs on element i of a list input; the output is the list of
+    their outputs, and backward takes a list of gradients, one per child.
+
+    name: as for any Module. Input: a list of exactly len(self) arrays (ModuleError otherwise). Join
+    the branches with minidl.modules.Add or Concat; feed them with Replicate.
+
+    Example::
+
+        >>> from minidl.modules import Identity, Linear
+        >>> par = Parallel("branches").append(Linear(4, 3)).append(Identity())
+        >>> x = gpuarray.to_gpu(np.ones((2, 4), np.float32))
+        >>> [y.shape for y in par([x, x])]
+        [(2, 3), (2, 4)]
+    """
+
     def __init__(self, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())

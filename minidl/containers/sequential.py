@@ -4,8 +4,18 @@ from minidl.containers.container import Container
 
 
 class Sequential(Container):
-    """Children run in order; index by name, position or slice (a slice gives a
-    new Sequential sharing the same child modules)."""
+    """Children run in order, each on the previous one's output; index by name, dotted path,
+    position or slice (a slice gives a new Sequential sharing the same child modules).
+
+    name: as for any Module. Input and output: whatever the first child takes and the last returns.
+
+    Example::
+
+        >>> from minidl.modules import Linear, Activation
+        >>> net = Sequential("net").append(Linear(4, 8, name="fc1")).append(Activation("relu"))
+        >>> net(gpuarray.to_gpu(np.ones((2, 4), np.float32))).shape, net[1].name, net["fc1"].W.shape
+        ((2, 8), '1', (4, 8))
+    """
 
     def __init__(self, name=None):
         super().__init__(name)
@@ -24,6 +34,7 @@ class Sequential(Container):
         return super().__getitem__(item)
 
     def insert(self, index, mod):
+        """Put mod before position index (list.insert's rule); returns self."""
         mod = self._adopt(mod)
         items = list(self.modules.items())
         items.insert(index, (mod.name, mod))
@@ -31,6 +42,7 @@ class Sequential(Container):
         return self
 
     def pop(self, index=-1):
+        """Remove and return the child at position index (the last by default)."""
         name = list(self.modules)[index]
         return self.modules.pop(name)
 

@@ -11,7 +11,16 @@ class CrossEntropy(Cost):
     """Softmax cross-entropy on raw scores (N, C) with int32 labels (N,);
     the softmax is fused and shifted by the row max, so large logits are safe.
     ``validate`` returns the error rate (fraction of wrong argmaxes).
-    Per-pixel (N, C, H, W) scores are not supported."""
+    Per-pixel (N, C, H, W) scores are not supported. maxlabels (None: C):
+    labels must be below it (checked on the NumPy backend).
+
+    Example::
+
+        >>> pred = gpuarray.zeros((4, 10))
+        >>> error, grad = CrossEntropy()(pred, np.array([1, 2, 3, 4], np.int32))
+        >>> round(error, 4), grad.shape        # log(10) for uniform scores
+        (2.3026, (4, 10))
+    """
 
     targetDtype = np.int32
 
@@ -43,7 +52,14 @@ class CrossEntropy(Cost):
 
 
 class MSE(Cost):
-    """loss = sum((pred - target)^2) / (2N); grad = (pred - target) / N."""
+    """loss = sum((pred - target)^2) / (2N); grad = (pred - target) / N. float32 target of pred's shape.
+
+    Example::
+
+        >>> error, grad = MSE()(gpuarray.zeros((2, 3)), np.ones((2, 3), np.float32))
+        >>> error, grad.get()[0]
+        (1.5, array([-0.5, -0.5, -0.5], dtype=float32))
+    """
 
     def calcLoss(self, pred, target):
         return ops.mse(pred, target)
@@ -51,14 +67,29 @@ class MSE(Cost):
 
 class BCE(Cost):
     """Binary cross-entropy on raw scores (sigmoid fused and stable); targets in [0, 1]
-    of pred's shape: loss = sum(softplus(s) - t*s) / N."""
+    of pred's shape: loss = sum(softplus(s) - t*s) / N.
+
+    Example::
+
+        >>> error, grad = BCE()(gpuarray.zeros((2, 3)), np.ones((2, 3), np.float32))
+        >>> round(error, 4), grad.get()[0]       # 3 * log(2); (sigmoid(s) - t) / N
+        (2.0794, array([-0.25, -0.25, -0.25], dtype=float32))
+    """
 
     def calcLoss(self, pred, target):
         return ops.bce(pred, target)
 
 
 class SmoothL1(Cost):
-    """Huber loss with beta 1: sum(0.5 d^2 if |d| < 1 else |d| - 0.5) / N, d = pred - target."""
+    """Huber loss with beta 1: sum(0.5 d^2 if |d| < 1 else |d| - 0.5) / N, d = pred - target; float32
+    target of pred's shape.
+
+    Example::
+
+        >>> error, grad = SmoothL1()(gpuarray.zeros((2, 3)), np.full((2, 3), 0.5, np.float32))
+        >>> error, grad.get()[0]
+        (0.375, array([-0.25, -0.25, -0.25], dtype=float32))
+    """
 
     def calcLoss(self, pred, target):
         return ops.smoothL1(pred, target)

@@ -14,8 +14,15 @@ from minidl.shapes import isInt
 def loadDigits(testFraction=0.2, seed=0):
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), shuffled with seed and split.
 
-    Returns (trainData (N, 1, 8, 8), trainLabels, testData, testLabels). Needs
-    scikit-learn (pip install 'minidl[digits]').
+    testFraction (0.2): the share held out for testing, in (0, 1) (ValueError otherwise); seed
+    (0): the shuffle's. Returns (trainData (N, 1, 8, 8) float32 in [0, 1], trainLabels (N,) int32,
+    testData, testLabels). Needs scikit-learn (pip install 'minidl[digits]').
+
+    Example::
+
+        >>> trainData, trainLabels, testData, testLabels = loadDigits(testFraction=0.2, seed=0)
+        >>> trainData.shape, trainLabels.dtype, testData.shape
+        ((1438, 1, 8, 8), dtype('int32'), (359, 1, 8, 8))
     """
     try:
         from sklearn.datasets import load_digits
@@ -129,6 +136,12 @@ def loadCifar10(folder):
     array reconstructor, numpy.ndarray and numpy.dtype, so a crafted file that would call another
     function (os.system, ...) is refused before it runs. A hostile file can still make the reader
     allocate a lot of memory, so the folder should come from a source you would trust with that.
+
+    Example::
+
+        >>> trainData, trainLabels, testData, testLabels = loadCifar10("cifar-10-batches-py")
+        >>> trainData.shape[1:], trainData.dtype, testLabels.dtype
+        ((3, 32, 32), dtype('float32'), dtype('int32'))
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError("CIFAR-10 folder %r does not exist" % folder)

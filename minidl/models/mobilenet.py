@@ -73,9 +73,19 @@ _V1_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 def loadMobileNetV1(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=1e-3, name="mobilenet"):
-    """MobileNetV1: input (N, inmaps, H, W), output (N, numClasses) raw scores.
+    """MobileNetV1 as a Sequential: input (N, inmaps, H, W), output (N, numClasses) raw scores.
 
-    width finite and > 0; numClasses, inmaps positive ints; dropout in [0, 1) (0: no Dropout layer).
+    width (1.0): scales every layer's maps, finite and > 0; numClasses (1000) and inmaps (3):
+    positive ints; smallInput (False): for 32x32 images, the stem and first downsampling stage at
+    stride 1; dropout (1e-3): before the classifier, in [0, 1) (0: no Dropout layer); name: the
+    root's name.
+    Children: ``stem``, ``block1`` .. ``block13``, ``pool``, ``flatten``, ``dropout``, ``fc``.
+
+    Example::
+
+        >>> net = loadMobileNetV1(width=0.25, numClasses=10, smallInput=True)
+        >>> net.dataShapeFrom((2, 3, 32, 32)), net.numOfParams()      # net(data) gives that shape
+        ((2, 10), 215642)
     """
     width, numClasses, inmaps, dropout = _checkArgs("loadMobileNetV1", width, numClasses, inmaps, dropout)
     net = Sequential(name)
@@ -121,7 +131,17 @@ def _invertedResidual(name, inmaps, outmaps, stride, expand):
 
 
 def loadMobileNetV2(width=1.0, numClasses=1000, smallInput=False, inmaps=3, dropout=0.2, name="mobilenetv2"):
-    """MobileNetV2: input (N, inmaps, H, W), output (N, numClasses) raw scores; arguments as loadMobileNetV1's."""
+    """MobileNetV2 as a Sequential: input (N, inmaps, H, W), output (N, numClasses) raw scores.
+
+    width, numClasses, smallInput, inmaps, dropout (0.2 here) and name as loadMobileNetV1's.
+    Children: ``stem``, ``block1`` .. ``block17``, ``last``, ``pool``, ``flatten``, ``dropout``, ``fc``.
+
+    Example::
+
+        >>> net = loadMobileNetV2(width=0.25, numClasses=10, smallInput=True)
+        >>> net.dataShapeFrom((2, 3, 32, 32)), net["block4.dw"].stride
+        ((2, 10), (2, 2))
+    """
     width, numClasses, inmaps, dropout = _checkArgs("loadMobileNetV2", width, numClasses, inmaps, dropout)
     net = Sequential(name)
     maps = _divisible(32 * width)

@@ -31,6 +31,23 @@ from minidl.variable import Variable
 
 
 class BatchNorm2D(Module):
+    """Batch normalisation per map of (N, maps, H, W) float32 data; the output has the input's shape.
+    Train mode uses the batch's statistics, eval mode the running ones (minidl.modules.batchnorm
+    says how they are averaged).
+
+    maps: C; epsilon (1e-5): added to the variance; initFactor (1.0), minFactor (0.1): the running
+    averages' factors; sscale (0.01): initial scale ~ N(1, sscale); affine (True): learn ``scale``
+    and ``bias`` (False: neither exists); name: as for any Module; empty (False): scale 1 instead
+    of random, for weights about to be loaded. Not supported: other layouts (BatchNorm takes (N, C)).
+
+    Example::
+
+        >>> bn = BatchNorm2D(8)
+        >>> y = bn(gpuarray.to_gpu(np.random.randn(4, 8, 5, 5).astype(np.float32)))
+        >>> y.shape, bn.scale.shape, bn.mean.shape
+        ((4, 8, 5, 5), (1, 8, 1, 1), (1, 8, 1, 1))
+    """
+
     def __init__(self, maps, epsilon=1e-5, initFactor=1.0, minFactor=0.1, sscale=0.01, affine=True, name=None,
                  empty=False):
         super().__init__(name)
@@ -126,8 +143,16 @@ def _ones(shape):
 
 
 class BatchNorm(BatchNorm2D):
-    """Batch normalisation of (N, maps) data (a Linear layer's output); same
-    parameters and statistics as BatchNorm2D, each of shape (1, maps, 1, 1)."""
+    """Batch normalisation of (N, maps) data (a Linear layer's output); the same arguments (maps,
+    epsilon, initFactor, minFactor, sscale, affine, name, empty), parameters and statistics as
+    BatchNorm2D, each of shape (1, maps, 1, 1).
+
+    Example::
+
+        >>> bn = BatchNorm(10)
+        >>> bn(gpuarray.to_gpu(np.random.randn(4, 10).astype(np.float32))).shape
+        (4, 10)
+    """
 
     def _asMaps(self, x):
         return x.reshape(x.shape[0], x.shape[1], 1, 1)

@@ -16,8 +16,8 @@ size, stride, pad and dilation ints or (h, w) pairs; wscale a finite number
 > 0 (the spread of the "gaussian" and "uniform" init schemes). Anything else
 raises ValueError naming the class and the argument.
 
-Not supported: asymmetric padding (use explicit padding), transposed conv,
-float16/float64 data.
+Not supported: asymmetric padding (put a Pad2D in front), transposed conv
+(that is Deconv2D, minidl/modules/deconv.py), float16/float64 data.
 """
 
 from minidl.backend import gpuarray, ops
@@ -28,6 +28,24 @@ from minidl.variable import Variable
 
 
 class Conv2D(Module):
+    """2-D convolution with stride, padding, dilation and groups; the docstring of minidl.modules.conv
+    says which path (``algo``: depthwise, pointwise or general) runs for which arguments.
+
+    inmaps, outmaps: input and output maps, both divisible by groups (1 by default); size, stride
+    (1), pad (0), dilation (1): ints or (h, w) pairs; wscale (1.0): the spread of the "gaussian" and
+    "uniform" schemes; useBias (True): add b; name: as for any Module; initscheme (None: xavier_uniform
+    over the fan-in; see minidl.initschemes); empty (False): zero weights, for loading them.
+    W: (outmaps, inmaps/groups, kh, kw); b: (1, outmaps, 1, 1). Input (N, inmaps, H, W) float32 ->
+    (N, outmaps, Ho, Wo), Ho = (H + 2*pad - dilation*(size - 1) - 1) // stride + 1, Wo likewise.
+    Not supported: asymmetric padding (put a Pad2D in front), dtypes other than float32.
+
+    Example::
+
+        >>> conv = Conv2D(3, 16, 3, stride=2, pad=1)
+        >>> conv(gpuarray.to_gpu(np.zeros((2, 3, 32, 32), np.float32))).shape, conv.W.shape, conv.algo
+        ((2, 16, 16, 16), (16, 3, 3, 3), 'general')
+    """
+
     def __init__(self, inmaps, outmaps, size, stride=1, pad=0, dilation=1, wscale=1.0, useBias=True, name=None,
                  initscheme=None, empty=False, groups=1):
         super().__init__(name)
@@ -135,6 +153,15 @@ class DepthwiseConv2D(Conv2D):
     filter. W is (inmaps*multiplier, 1, kh, kw), so weights interchange with
     ``Conv2D(inmaps, inmaps*multiplier, size, groups=inmaps)``. The default
     init uses the fan-in of one filter, kh*kw.
+
+    multiplier (1): filters per input map; inmaps, size, stride, pad, dilation, wscale, useBias,
+    name, initscheme and empty as Conv2D's. Input (N, inmaps, H, W) -> (N, inmaps*multiplier, Ho, Wo).
+
+    Example::
+
+        >>> dw = DepthwiseConv2D(32, 3, stride=2, pad=1, multiplier=2)
+        >>> dw(gpuarray.to_gpu(np.zeros((1, 32, 16, 16), np.float32))).shape, dw.W.shape, dw.algo
+        ((1, 64, 8, 8), (64, 1, 3, 3), 'depthwise')
     """
 
     def __init__(self, inmaps, size, stride=1, pad=0, dilation=1, multiplier=1, wscale=1.0, useBias=True, name=None,
@@ -147,7 +174,15 @@ class DepthwiseConv2D(Conv2D):
 
 
 class PointwiseConv2D(Conv2D):
-    """1x1 conv (a GEMM over the batch): W is (outmaps, inmaps, 1, 1)."""
+    """1x1 conv (a GEMM over the batch): W is (outmaps, inmaps, 1, 1); (N, inmaps, H, W) ->
+    (N, outmaps, H, W). inmaps, outmaps, wscale, useBias, name, initscheme and empty as Conv2D's.
+
+    Example::
+
+        >>> pw = PointwiseConv2D(32, 64)
+        >>> pw(gpuarray.to_gpu(np.zeros((1, 32, 7, 7), np.float32))).shape, pw.W.shape, pw.algo
+        ((1, 64, 7, 7), (64, 32, 1, 1), 'pointwise')
+    """
 
     def __init__(self, inmaps, outmaps, wscale=1.0, useBias=True, name=None, initscheme=None, empty=False):
         super().__init__(inmaps, outmaps, 1, wscale=wscale, useBias=useBias, name=name, initscheme=initscheme,

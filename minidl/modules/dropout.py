@@ -14,6 +14,22 @@ from minidl.shapes import realInRange
 
 
 class Dropout(Module):
+    """Inverted dropout: in train mode each element is zeroed with probability p and the others are
+    scaled by 1 / (1 - p); eval mode is the identity. Any shape in, the same shape out.
+
+    p (0.5): the probability of zeroing an element, in [0, 1); seed (None): the masks' generator
+    seed (None: drawn from numpy's global generator); name: as for any Module.
+
+    Example::
+
+        >>> drop = Dropout(p=0.5, seed=1)
+        >>> x = gpuarray.to_gpu(np.ones((2, 1000), np.float32))
+        >>> sorted(set(drop(x).get().ravel().tolist()))     # survivors scaled by 1 / (1 - p)
+        [0.0, 2.0]
+        >>> drop.evalMode(); drop(x) is x
+        True
+    """
+
     def __init__(self, p=0.5, seed=None, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())

@@ -14,6 +14,19 @@ from minidl.variable import Variable
 
 
 class Linear(Module):
+    """A fully connected layer, y = x @ W + b.
+
+    insize, outsize: features in and out; wscale (1.0), initscheme (None) and empty (False) as
+    Conv2D's; useBias (True): add b; name: as for any Module. W is (insize, outsize), PuzzleLib's
+    layout (PyTorch's weight is its transpose); b is (outsize,). Input (N, insize) -> (N, outsize).
+
+    Example::
+
+        >>> fc = Linear(16, 10)
+        >>> fc(gpuarray.to_gpu(np.zeros((4, 16), np.float32))).shape, fc.W.shape, fc.b.shape
+        ((4, 10), (16, 10), (10,))
+    """
+
     def __init__(self, insize, outsize, wscale=1.0, useBias=True, initscheme=None, name=None, empty=False):
         super().__init__(name)
         self.registerBlueprint(locals())

@@ -1,4 +1,4 @@
-"""Modules that split or join branches: Replicate, Add, Concat.
+"""Modules that split or join branches: Replicate, Add, Concat, Mul.
 
 MobileNetV2's residual block is Replicate(2) -> Parallel(body, Identity) -> Add().
 """
@@ -9,7 +9,16 @@ from minidl.shapes import positiveInt
 
 
 class Replicate(Module):
-    """One input -> a list of ``times`` references to it; backward sums the branch gradients."""
+    """One input -> a list of ``times`` references to it; backward sums the branch gradients.
+
+    times: a positive int; name: as for any Module. Any single array in (not a list).
+
+    Example::
+
+        >>> x = gpuarray.to_gpu(np.ones((2, 3), np.float32))
+        >>> [y is x for y in Replicate(2)(x)]
+        [True, True]
+    """
 
     def __init__(self, times, name=None):
         super().__init__(name)
@@ -31,7 +40,15 @@ class Replicate(Module):
 
 
 class Add(Module):
-    """A list of same-shaped arrays -> their sum; backward hands the gradient to every input."""
+    """A list of at least 2 same-shaped arrays -> their sum; backward hands the gradient to every
+    input. name: as for any Module.
+
+    Example::
+
+        >>> x = gpuarray.to_gpu(np.ones((2, 3), np.float32))
+        >>> Add()([x, x, x]).get()[0]
+        array([3., 3., 3.], dtype=float32)
+    """
 
     def __init__(self, name=None):
         super().__init__(name)
@@ -54,7 +71,15 @@ class Add(Module):
 
 
 class Concat(Module):
-    """A list of arrays -> one array joined along ``axis``."""
+    """A list of arrays -> one array joined along ``axis`` (an int, negative counting from the end);
+    the arrays differ only along it. name: as for any Module. Backward splits the gradient.
+
+    Example::
+
+        >>> a, b = gpuarray.zeros((2, 3, 4, 4)), gpuarray.zeros((2, 5, 4, 4))
+        >>> Concat(axis=1)([a, b]).shape
+        (2, 8, 4, 4)
+    """
 
     def __init__(self, axis, name=None):
         super().__init__(name)
@@ -85,3 +110,47 @@ class Concat(Module):
     def updateGrad(self, grad):
         axis = self.axis % grad.ndim
         self.grad = ops.split(grad, [x.shape[axis] for x in self.inData], axis)
+
+
+class Mul(Module):
+    """A list of 2 arrays [a, b] -> their elementwise product a * b: squeeze-and-excitation's gate.
+
+    b has a's shape, or (N, C, 1, ..., 1) for a of shape (N, C, ...) (rank 3 or more): one factor per
+    map, broadcast over the map's positions, as PyTorch's ``scale * input`` in MobileNetV3. The
+    output has a's shape; backward gives [d a, d b], the latter summed over the positions b was
+    broadcast to. name: as for any Module. A single array, a list of another length, or a b of any
+    other shape raises ModuleError naming both shapes.
+
+    Example::
+
+        >>> x = gpuarray.to_gpu(np.ones((1, 2, 2, 2), np.float32))
+        >>> gate = gpuarray.to_gpu(np.array([2, 3], np.float32).reshape(1, 2, 1, 1))
+        >>> Mul(name="scale")([x, gate]).get()[0, :, 0, 0]
+        array([2., 3.], dtype=float32)
+    """
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.registerBlueprint(locals())
+
+    def checkDataShape(self, shape):
+        if not isinstance(shape, list) or len(shape) != 2 or any(isinstance(s, list) for s in shape):
+            raise self.error("expected a list of 2 arrays [a, b], got %s"
+                             % ("a list of %d" % len(shape) if isinstance(shape, list) else
+                                "a single array of shape %s" % (tuple(shape),)))
+        a, b = (tuple(s) for s in shape)
+        perMap = len(a) >= 3 and b == a[:2] + (1,) * (len(a) - 2)
+        if b != a and not perMap:
+            if len(a) < 3:
+                raise self.error("expected b of a's shape %s, got a %s and b %s" % (a, a, b))
+            raise self.error("expected b of a's shape %s or one value per map %s, got a %s and b %s"
+                             % (a, a[:2] + (1,) * (len(a) - 2), a, b))
+
+    def dataShapeFrom(self, shape):
+        return tuple(shape[0])
+
+    def updateData(self, data):
+        self.data = ops.mul(data[0], data[1])
+
+    def updateGrad(self, grad):
+        self.grad = list(ops.mulBackward(self.inData[0], self.inData[1], grad))

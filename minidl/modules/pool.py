@@ -12,6 +12,8 @@ from minidl.shapes import pair, positiveSize, windowOutSize
 
 
 class Pool2D(Module):
+    """What MaxPool2D and AvgPool2D share: the window's size, stride and pad, and the shape checks."""
+
     def __init__(self, size=2, stride=2, pad=0, name=None):
         super().__init__(name)
         kind = type(self).__name__
@@ -36,6 +38,18 @@ class Pool2D(Module):
 
 
 class MaxPool2D(Pool2D):
+    """The maximum of each window: (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2*pad - size) // stride + 1.
+
+    size (2), stride (2), pad (0): ints or (h, w) pairs, pad at most half the window; name: as for
+    any Module. Not supported: ceil mode, dilation.
+
+    Example::
+
+        >>> pool = MaxPool2D(size=3, stride=2, pad=1)
+        >>> pool(gpuarray.to_gpu(np.zeros((1, 4, 32, 32), np.float32))).shape
+        (1, 4, 16, 16)
+    """
+
     def __init__(self, size=2, stride=2, pad=0, name=None):
         super().__init__(size, stride, pad, name)
         self.registerBlueprint(locals())
@@ -49,6 +63,18 @@ class MaxPool2D(Pool2D):
 
 
 class AvgPool2D(Pool2D):
+    """The mean of each window: (N, C, H, W) -> (N, C, Ho, Wo), Ho = (H + 2*pad - size) // stride + 1.
+
+    size (2), stride (2), pad (0) as MaxPool2D's; includePad (True): padded zeros count in the
+    divisor (PyTorch's count_include_pad); name: as for any Module. Not supported: ceil mode.
+
+    Example::
+
+        >>> pool = AvgPool2D(size=2, stride=2)
+        >>> pool(gpuarray.to_gpu(np.ones((1, 4, 8, 8), np.float32))).shape
+        (1, 4, 4, 4)
+    """
+
     def __init__(self, size=2, stride=2, pad=0, includePad=True, name=None):
         super().__init__(size, stride, pad, name)
         self.registerBlueprint(locals())
@@ -62,7 +88,13 @@ class AvgPool2D(Pool2D):
 
 
 class GlobalAvgPool2D(Module):
-    """Mean over each map: (N, C, H, W) -> (N, C, 1, 1)."""
+    """Mean over each map: (N, C, H, W) -> (N, C, 1, 1), any H and W. name: as for any Module.
+
+    Example::
+
+        >>> GlobalAvgPool2D()(gpuarray.to_gpu(np.ones((2, 8, 7, 5), np.float32))).shape
+        (2, 8, 1, 1)
+    """
 
     def __init__(self, name=None):
         super().__init__(name)

@@ -5,12 +5,22 @@ from minidl.shapes import isInt
 
 
 class Identity(Module):
+    """Returns its input itself (any shape and dtype), and the gradient itself backward; name: as
+    for any Module. A residual block's shortcut branch in a Parallel.
+
+    Example::
+
+        >>> x = gpuarray.to_gpu(np.ones((2, 3), np.float32))
+        >>> Identity()(x) is x
+        True
+    """
+
     def __init__(self, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())
 
     def checkDataType(self, dtype, what="input"):
-        """Identity passes any dtype through."""
+        """Accept any dtype: Identity passes every array through (what: as for Module)."""
 
     def dataShapeFrom(self, shape):
         return shape
@@ -23,7 +33,13 @@ class Identity(Module):
 
 
 class Flatten(Module):
-    """(N, d1, d2, ...) -> (N, d1*d2*...)."""
+    """(N, d1, d2, ...) -> (N, d1*d2*...), a view; name: as for any Module.
+
+    Example::
+
+        >>> Flatten()(gpuarray.zeros((2, 8, 3, 3))).shape
+        (2, 72)
+    """
 
     def __init__(self, name=None):
         super().__init__(name)
@@ -47,7 +63,14 @@ class Flatten(Module):
 
 
 class Reshape(Module):
-    """Reshape to ``shape``: 0 copies the input's dimension at that position, -1 (once) is inferred."""
+    """Reshape to ``shape``: 0 copies the input's dimension at that position, -1 (once) is inferred.
+    name: as for any Module. The batch is not special: use 0 to keep it.
+
+    Example::
+
+        >>> Reshape((0, 4, -1))(gpuarray.zeros((2, 8, 3, 3))).shape
+        (2, 4, 18)
+    """
 
     def __init__(self, shape, name=None):
         super().__init__(name)
@@ -58,6 +81,7 @@ class Reshape(Module):
         self.shape = tuple(int(d) for d in shape)
 
     def dataShapeFrom(self, inshape):
+        """The output shape for an input of shape inshape; ModuleError when the sizes disagree."""
         if isinstance(inshape, list):
             raise self.error("expected a single array, got a list")
         out = []

@@ -49,6 +49,13 @@ HYPERPARAMETER_RANGES = {
 
 
 class Optimizer:
+    """The base of the optimizers (minidl.optimizers.optimizer explains setup and state); a subclass
+    names its ``hyperparameters`` and implements updateVar, and setupState when it keeps state.
+
+    A training step: ``optimizer.zeroGradParams()``, a forward and ``net.backward(grad)``, then
+    ``optimizer.update()``. ``t`` counts the updates; ``states`` holds {Variable name: {entry: array}}.
+    """
+
     hyperparameters = ("learnRate",)
 
     def __init__(self):
@@ -95,9 +102,11 @@ class Optimizer:
         return self
 
     def setupState(self, var):
+        """The optimizer state of one Variable var, {entry: array} ({} here: SGD keeps none)."""
         return {}
 
     def zeroState(self, var):
+        """A zero array of var's shape and dtype, for setupState."""
         return gpuarray.zeros(var.data.shape, var.data.dtype)
 
     def _requireSetup(self):
@@ -105,11 +114,14 @@ class Optimizer:
             raise RuntimeError("%s: call setupOn(net) before using the optimizer" % type(self).__name__)
 
     def zeroGradParams(self):
+        """Zero the gradients of every Variable set up (one fill per group with global state)."""
         self._requireSetup()
         for var in (self.vars.values() if self.groups is None else (g.var for g in self.groups)):
             var.zeroGrad()
 
     def update(self):
+        """One step: counts t, then on every Variable with a learnRate multiplier > 0 runs the hooks
+        and the rule (updateVar). RuntimeError before setupOn."""
         self._requireSetup()
         if self.groups is not None:
             self._checkGlobalState()
@@ -135,11 +147,14 @@ class Optimizer:
             self.setVarsSeen = count
 
     def updateVar(self, var, state):
+        """Apply the rule to var.data from var.grad and var's state (subclasses implement it)."""
         raise NotImplementedError("%s must implement updateVar" % type(self).__name__)
 
     # ---- persistence ----------------------------------------------------------------------------
 
     def save(self, filename=None):
+        """Write t, the hyperparameters and every state array to filename (h5, atomically), or return
+        the file's bytes when filename is None; load restores them."""
         self._requireSetup()
 
         def writer(hdf):
@@ -155,7 +170,7 @@ class Optimizer:
         return writeH5(filename, writer)
 
     def load(self, source):
-        """Restore what ``save`` wrote, from a path, bytes or an open h5py.File; all or nothing.
+        """Restore what ``save`` wrote, from source (a path, bytes or an open h5py.File); all or nothing.
 
         The file must hold this class's state for exactly the current setup: 'attrs/class' naming
         this class; 'attrs/t' an integer scalar >= 0; every hyperparameter a finite real scalar in

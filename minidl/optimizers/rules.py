@@ -10,7 +10,17 @@ from minidl.optimizers.optimizer import Optimizer
 
 
 class SGD(Optimizer):
-    """w -= lr * (g + wc * w)."""
+    """Plain gradient descent: w -= lr * (g + wc * w), with lr = learnRate (1e-3) times the
+    Variable's learnRate multiplier. No state.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> net = Linear(4, 2); opt = SGD(learnRate=0.5).setupOn(net)
+        >>> y = net(gpuarray.zeros((2, 4))); g = net.backward(gpuarray.to_gpu(np.ones((2, 2), np.float32)))
+        >>> opt.update(); net.b.get()            # b's gradient sums the batch: 2
+        array([-1., -1.], dtype=float32)
+    """
 
     def __init__(self, learnRate=1e-3):
         super().__init__()
@@ -21,7 +31,16 @@ class SGD(Optimizer):
 
 
 class MomentumSGD(Optimizer):
-    """m = momRate * m - lr * g; w += m."""
+    """Momentum: m = momRate * m - lr * g; w += m. learnRate (1e-3) and momRate (0.9) are multiplied
+    by each Variable's multipliers of the same names. State: ``mom``.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> opt = MomentumSGD(learnRate=0.01, momRate=0.9).setupOn(Linear(4, 2))
+        >>> sorted(opt.states["W"]), opt.states["W"]["mom"].shape
+        (['mom'], (4, 2))
+    """
 
     hyperparameters = ("learnRate", "momRate")
 
@@ -39,7 +58,16 @@ class MomentumSGD(Optimizer):
 
 
 class NesterovSGD(MomentumSGD):
-    """Nesterov momentum: m' = momRate * m - lr * g; w += (1 + momRate) * m' - momRate * m."""
+    """Nesterov momentum: m' = momRate * m - lr * g; w += (1 + momRate) * m' - momRate * m.
+    learnRate (1e-3), momRate (0.9) and the state ``mom`` as MomentumSGD's.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> opt = NesterovSGD(learnRate=0.01).setupOn(Linear(4, 2))
+        >>> opt.momRate, sorted(opt.states["b"])
+        (0.9, ['mom'])
+    """
 
     def updateVar(self, var, state):
         ops.nesterovUpdate(var.data, var.grad, state["mom"], self.learnRate * var.learnRate,
@@ -47,7 +75,18 @@ class NesterovSGD(MomentumSGD):
 
 
 class Adam(Optimizer):
-    """Adam with bias correction; ``alpha`` is the learning rate (also reachable as learnRate)."""
+    """Adam with bias correction; ``alpha`` is the learning rate (also reachable as learnRate).
+
+    alpha (1e-3), times each Variable's learnRate multiplier; beta1 (0.9) and beta2 (0.999): the
+    decay of the gradient's mean and of its square's; epsilon (1e-8). State: ``mg``, ``ms``.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> opt = Adam(alpha=1e-3).setupOn(Linear(4, 2))
+        >>> opt.learnRate, sorted(opt.states["W"])
+        (0.001, ['mg', 'ms'])
+    """
 
     hyperparameters = ("alpha", "beta1", "beta2", "epsilon")
 
@@ -60,6 +99,7 @@ class Adam(Optimizer):
 
     @property
     def learnRate(self):
+        """alpha under the other rules' name, for schedules; setting it sets alpha."""
         return self.alpha
 
     @learnRate.setter
@@ -75,7 +115,18 @@ class Adam(Optimizer):
 
 
 class RMSProp(Optimizer):
-    """ms = factor * ms + (1 - factor) * g^2; w -= lr * g / (sqrt(ms) + epsilon)."""
+    """ms = factor * ms + (1 - factor) * g^2; w -= lr * g / (sqrt(ms) + epsilon).
+
+    learnRate (1e-3), times each Variable's learnRate multiplier; factor (0.9); epsilon (1e-5).
+    State: ``ms``.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> opt = RMSProp(learnRate=1e-3, factor=0.9).setupOn(Linear(4, 2))
+        >>> sorted(opt.states["W"])
+        ['ms']
+    """
 
     hyperparameters = ("learnRate", "factor", "epsilon")
 
@@ -94,7 +145,17 @@ class RMSProp(Optimizer):
 
 
 class AdaGrad(Optimizer):
-    """h += g^2; w -= lr * g / (sqrt(h) + epsilon)."""
+    """h += g^2; w -= lr * g / (sqrt(h) + epsilon).
+
+    learnRate (1e-3), times each Variable's learnRate multiplier; epsilon (1e-8). State: ``h``.
+
+    Example::
+
+        >>> from minidl.modules import Linear
+        >>> opt = AdaGrad(learnRate=0.01).setupOn(Linear(4, 2))
+        >>> sorted(opt.states["W"])
+        ['h']
+    """
 
     hyperparameters = ("learnRate", "epsilon")
 

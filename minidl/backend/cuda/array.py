@@ -22,7 +22,10 @@ def empty(shape, dtype):
 
 
 def zeros(shape, dtype):
-    return pga.zeros(shape, dtype, allocator=context.allocator)
+    out = empty(shape, dtype)
+    if out.size:        # pycuda's fill launches a kernel, which fails over no elements
+        out.fill(0)
+    return out
 
 
 def isArray(obj):
@@ -85,3 +88,18 @@ def split(x, sections, axis):
         pieces.append(piece)
         offset += inner
     return pieces
+
+
+def _extent(x):
+    """[first, last + 1) byte addresses x's elements occupy (a view's strides may be negative)."""
+    if x.size == 0:
+        return 0, 0
+    start = int(x.gpudata)
+    low = sum((n - 1) * s for n, s in zip(x.shape, x.strides) if s < 0)
+    high = sum((n - 1) * s for n, s in zip(x.shape, x.strides) if s > 0)
+    return start + low, start + high + x.dtype.itemsize
+
+
+def mayShareMemory(a, b):
+    (a0, a1), (b0, b1) = _extent(a), _extent(b)
+    return a0 < b1 and b0 < a1

@@ -33,3 +33,34 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
            ptr(var), ptr(dscale), ptr(dbias), f32(epsilon), i32(c), i32(l), i64(n * l), i32(bool(useBatchStats)),
            i64(x.size))
     return dx, dscale, dbias
+
+
+# ---- synchronised batch norm: the per-channel sums on their own (minidl.distributed) -----------------
+
+def batchNormMoments(x):
+    n, c, l = planes(x.shape)
+    mean, var = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
+    launchBlocks(function("batchnorm.cu", "bnMoments"), c, BLOCK, ptr(x), ptr(mean), ptr(var), i32(n), i32(c), i32(l))
+    return mean, var
+
+
+def batchNormUpdateRunning(runMean, runVar, mean, var, count, factor):
+    c = runMean.size
+    launch(function("batchnorm.cu", "bnUpdateRunning"), c, ptr(runMean), ptr(runVar), ptr(mean), ptr(var), i32(c),
+           i64(count), f32(factor))
+
+
+def batchNormBackwardSums(x, dy, mean, var, epsilon):
+    n, c, l = planes(x.shape)
+    dscale, dbias = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
+    launchBlocks(function("batchnorm.cu", "bnBackwardReduce"), c, BLOCK, ptr(x), ptr(dy), ptr(mean), ptr(var),
+                 f32(epsilon), ptr(dscale), ptr(dbias), i32(n), i32(c), i32(l))
+    return dscale, dbias
+
+
+def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon):
+    n, c, l = planes(x.shape)
+    dx = empty(x.shape, np.float32)
+    launch(function("batchnorm.cu", "bnBackwardData"), x.size, ptr(x), ptr(dy), ptr(dx), ptr(scale), ptr(mean),
+           ptr(var), ptr(dscale), ptr(dbias), f32(epsilon), i32(c), i32(l), i64(count), i32(1), i64(x.size))
+    return dx

@@ -5,7 +5,8 @@ import numpy as np
 from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import f32, function, i32, i64, launch, planes, ptr
 
-_KINDS = {"relu": 0, "clip": 1, "leakyRelu": 2, "elu": 3, "sigmoid": 4, "tanh": 5, "softPlus": 6}
+_KINDS = {"relu": 0, "clip": 1, "leakyRelu": 2, "elu": 3, "sigmoid": 4, "tanh": 5, "softPlus": 6,
+          "hardSigmoid": 7, "hardSwish": 8}
 
 
 def _kind(kind):

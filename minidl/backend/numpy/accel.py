@@ -4,10 +4,26 @@ When numba imports (and MINIDL_NUMBA is not "0"), the NumPy backend runs the
 depthwise convolution, im2col/col2im, batch normalisation and ReLU/clip
 through these compiled loops instead of whole-array NumPy expressions: each
 works on one (image, channel) plane at a time while it sits in cache, in
-parallel over planes or channels, with no temporaries. Compiled code is cached
-on disk (numba's cache=True), so only the first run of a checkout compiles.
-The NumPy implementations stay as the reference and the fallback; tests hold
-the two to each other.
+parallel over planes or channels, with no temporaries. The NumPy
+implementations stay as the reference and the fallback; tests hold the two to
+each other.
+
+Compiling: numba compiles a kernel at its first call (nothing at import), for
+the argument types of that call; callers pass C-contiguous float32 arrays, so
+each kernel compiles once. The machine code goes to numba's disk cache
+(cache=CACHE): __pycache__ beside these files, or where that is read-only
+(an installed package) numba's user-wide folder (~/.cache/numba), or
+NUMBA_CACHE_DIR when set. So only the first run of an install (or after an
+edit of the file) compiles: ~23 s for examples/train_mobilenet.py's kernels on
+2 cores, and notices.py says so once on stderr (MINIDL_QUIET=1 silences it).
+With no writable folder at all the kernels compile in every process.
+Written for short compiles: a parallel kernel costs ~2.3x the compile time of
+the same loops serial (numba compiles the prange body on its own, then the
+whole; moving the body into a serial function of its own made it slower, as
+numba optimises a callee's code again inside every caller), and numba
+compiles error-message code for an axis reduction such as a.sum(axis=0), or
+for a slice assignment from an array outside a prange loop (~1-2 s per process
+for each kind); the kernels use plain loops there.
 
 Non-finite values: the kernels compile with FASTMATH, fast-math without the
 flags that assume no NaN or infinity, so a NaN or an infinity goes through
@@ -27,14 +43,18 @@ import threading
 
 import numpy as np
 
+from minidl.backend.numpy import notices
+
 enabled = False
+CACHE = False                       # whether kernels are cached on disk (see _diskCache)
+disabledBy = "MINIDL_NUMBA=0"       # why the kernels are off, for notices.withoutKernels; None when on
 if os.environ.get("MINIDL_NUMBA", "1") != "0":
     try:
         import numba
         from numba import njit, prange
-        enabled = True
-    except ImportError:
-        pass
+        enabled, disabledBy = True, None
+    except ImportError as error:
+        disabledBy = "numba: %s" % error
 
 
 def _openmpLoaded():
@@ -82,7 +102,25 @@ if enabled:
     # fast-math, in one process with the two builds alternating: the MobileNet-0.5 training steps
     # and the depthwise, Winograd and batch-norm ops each within 2%, either way (noise).
     FASTMATH = {"reassoc", "contract"}
-    _jit = dict(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)
+
+    def _cacheProbe():
+        return 0
+
+    def _diskCache():
+        """Whether numba has a writable folder for this package's disk cache of compiled kernels:
+        NUMBA_CACHE_DIR when set, else __pycache__ beside these files, else (a read-only install)
+        its user-wide cache folder, ~/.cache/numba on Linux. With none, cache=True would make
+        numba raise RuntimeError at import ("no locator available"); the kernels then compile
+        without the disk cache, in every process (and notices.COMPILING_UNCACHED says so)."""
+        try:
+            njit(cache=True)(_cacheProbe)       # numba picks the folder here; nothing compiles
+        except RuntimeError:
+            return False
+        return True
+
+    CACHE = _diskCache()        # cache= for every kernel of the package (depthwiseflat.py, winograd.py, ...)
+    notices.watchCompiles(CACHE)
+    _jit = dict(parallel=True, cache=CACHE, fastmath=FASTMATH, nogil=True)
 
     # numba's workqueue layer (taken when another library loaded OpenMP first, or with
     # OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch
@@ -133,24 +171,24 @@ if enabled:
         """How many parallel tasks to split plane loops into (a few per thread, for balance)."""
         return 4 * numba.get_num_threads()
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _chunk(t, chunks, total):
         """The t-th of `chunks` near-equal ranges over [0, total): each parallel task reuses its scratch."""
         return t * total // chunks, (t + 1) * total // chunks
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _blockImages(n, planeSize):
         """Images per block of one channel (at least 1, at most n)."""
         return max(1, min(n, BLOCK // planeSize))
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _tallScratch(bi, rows, width):
         """A zeroed flat store and its (bi, rows, width) view: one spare row at the end, since a
         tap's contiguous run over the block reads up to (kw - 1) * dw past it."""
         store = np.zeros((bi * rows + 1) * width, dtype=np.float32)
         return store, store[:bi * rows * width].reshape(bi, rows, width)
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _place(tall, k, top, left, sh, sw, src):
         """tall[k, top + y*sh, left + x*sw] = src[y, x]; a step-less slice when both steps are 1, since
         that copies as vectors."""
@@ -158,9 +196,15 @@ if enabled:
         if sh == 1 and sw == 1:
             tall[k, top:top + ho, left:left + wo] = src
         else:
-            tall[k, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] = src
+            # element by element, as a step-sliced copy goes anyway; written out, it spares every
+            # cold compile numba's 2-D shape-mismatch message (~2 s; the step-less copy above is
+            # converted to a loop without one)
+            for y in range(ho):
+                row = tall[k, top + y * sh]
+                for q in range(wo):
+                    row[left + q * sw] = src[y, q]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
     def _taps(acc, store, w, co, span, width, dh, dw, flip, init, add):
         """acc[q] (+)= sum over taps (i, j) of w[co, 0, i, j] * store[q + offset of (i, j)], q < span, the
         offset being (i*dh*width + j*dw), or that of the flipped tap (kh-1-i, kw-1-j) when flip.
@@ -288,7 +332,7 @@ if enabled:
                                     strided[ox] += wv * grow[ox]
                 dx[i0, ci] = buf[ph:ph + h, pw:pw + wd]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
     def _tapDots(sums, g, store, span, width, kh, kw, dh, dw):
         """sums[i*kw + j] += dot(g[:span], store[i*dh*width + j*dw:][:span]) for every tap; a kernel
         row of three taps in one pass, so g is loaded once per row."""
@@ -401,7 +445,7 @@ if enabled:
     # plane goes through a zero-bordered copy, and whole rows move through pre-sliced views indexed
     # by the bare loop variable, so no per-pixel bounds checks or possibly negative indices stop
     # vectorisation.
-    _serial = dict(cache=True, fastmath=FASTMATH, nogil=True)
+    _serial = dict(cache=CACHE, fastmath=FASTMATH, nogil=True)
 
     @njit(**_serial)
     def im2colImage(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
@@ -410,7 +454,11 @@ if enabled:
         c, h, wd = x.shape
         buf = np.zeros((h + 2 * ph, wd + 2 * pw), dtype=np.float32)    # the border stays zero
         for ci in range(c):
-            buf[ph:ph + h, pw:pw + wd] = x[ci]
+            plane = x[ci]
+            for r in range(h):      # rows by loop, not buf[...] = x[ci]: see "Compiling" above
+                line = buf[ph + r, pw:pw + wd]
+                for q in range(wd):
+                    line[q] = plane[r, q]
             for i in range(kh):
                 for j in range(kw):
                     row = cols[(ci * kh + i) * kw + j]
@@ -448,7 +496,11 @@ if enabled:
                             strided = dst[j * dw:j * dw + sw * (wo - 1) + 1:sw]
                             for ox in range(wo):
                                 strided[ox] += src[ox]
-            dx[ci] = buf[ph:ph + h, pw:pw + wd]
+            plane = dx[ci]
+            for r in range(h):
+                line = buf[ph + r, pw:pw + wd]
+                for q in range(wd):
+                    plane[r, q] = line[q]
 
     # Stride 1 has a cheaper "wide" form: columns span the padded width, Ho rows of Wp = W + 2*pw,
     # so row (c, i, j) is one contiguous run of the flat padded plane starting at tap (i, j)'s
@@ -456,7 +508,7 @@ if enabled:
     # copies made im2col cost more than the GEMM). The GEMM then computes Wp - Wo garbage columns
     # per row, which the caller drops (forward) or keeps at zero (backward), ~6-12% more arithmetic.
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _paddedPlanes(c, h, wd, ph, pw):
         """Zeroed flat padded planes (C, (H + 2ph + 1) * Wp): one spare row, since a wide row at the
         largest tap offset runs (kw - 1) * dw past the plane."""
@@ -518,7 +570,7 @@ if enabled:
     # so no read needs a bounds check (depthwiseflat.py does the same). A 0/1 mask multiplied in
     # instead ran 2x slower than the copy.
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _zeroPadded(row, valid, t, wd):
         """Zero the entries of a flat (H*W) row that tap t reads from the padding: valid[t] =
         (first valid row, end row, first valid column, end column)."""
@@ -620,7 +672,7 @@ if enabled:
     # the pass that applies them reads it from there, not from main memory. Sums run in float64,
     # where E[x^2] - mean^2 loses nothing unless mean/std exceeds ~1e6.
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _trainCoefficients(s, q, count, scale, bias, epsilon):
         """(mean, biased var, a, b) of one channel from its float64 sums of x and x^2, with
         y = x * a + b the normalised, scaled and shifted output."""
@@ -631,7 +683,7 @@ if enabled:
         a = np.float32(scale / np.sqrt(np.float32(sigma2) + epsilon))
         return mu, sigma2, a, np.float32(bias - np.float32(mu) * a)
 
-    @njit(cache=True, inline="always")
+    @njit(cache=CACHE, inline="always")
     def _backwardCoefficients(s1, s2, count, scale, mean, var, epsilon, useBatchStats):
         """(a, k2, k3, dscale) of one channel from its sums of dy and dy * (x - mean), with
         dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants."""
@@ -700,19 +752,20 @@ if enabled:
     # tensor in memory order (channelAffine, batchNormBackwardApply).
 
     @parallel
-    def channelSums(x, dy, mean, chunks):
-        """Per task t over a share of the images: out[t, 0, c] = sum of x[:, c] (dy is None) or of
-        dy[:, c] with out[t, 1, c] = sum of x^2, or of dy * (x - mean[c])."""
+    def _channelSums(x, dy, mean, withGrad, chunks):
+        """channelSums, with dy an array either way (ignored without withGrad): one compiled
+        signature serves both kinds of call. Per task t over a share of the images,
+        part[t, :, c] are its images' sums, added up over the tasks in task order at the end."""
         n, c, l = x.shape
         chunks = min(n, chunks)
-        out = np.zeros((chunks, 2, c))
+        part = np.zeros((chunks, 2, c))
         for t in prange(chunks):
             lo, hi = _chunk(t, chunks, n)
             for i0 in range(lo, hi):
                 for ci in range(c):
                     s = 0.0
                     q = 0.0
-                    if dy is None:
+                    if not withGrad:
                         for k in range(l):
                             v = np.float64(x[i0, ci, k])
                             s += v
@@ -723,18 +776,38 @@ if enabled:
                             g = np.float64(dy[i0, ci, k])
                             s += g
                             q += g * (np.float64(x[i0, ci, k]) - mu)
-                    out[t, 0, ci] += s
-                    out[t, 1, ci] += q
-        return out.sum(axis=0)
+                    part[t, 0, ci] += s
+                    part[t, 1, ci] += q
+        # loops, not part.sum(axis=0) (numba's axis sum added ~1.3 s to a cold compile) nor
+        # np.zeros (in a parallel kernel numba makes that a parallel loop: one more launch)
+        out = np.empty((2, c))
+        for ci in range(c):
+            out[0, ci] = 0.0
+            out[1, ci] = 0.0
+        for t in range(chunks):
+            for ci in range(c):
+                out[0, ci] += part[t, 0, ci]
+                out[1, ci] += part[t, 1, ci]
+        return out
 
-    @njit(cache=True)
+    _noMean = np.zeros(0, dtype=np.float32)
+
+    def channelSums(x, dy, mean, chunks):
+        """(2, C) float64 sums over images and positions of x (N, C, L): of x and x^2 when dy is
+        None, else of dy and dy * (x - mean[c]), dy (N, C, L) and mean (C,) float32. Taken per
+        parallel task over a share of the images, then added up."""
+        if dy is None:
+            return _channelSums(x, x, _noMean, False, chunks)
+        return _channelSums(x, dy, mean, True, chunks)
+
+    @njit(cache=CACHE)
     def trainCoefficients(sums, count, scale, bias, epsilon, mean, var, a, b):
         """_trainCoefficients for every channel, from channelSums' (2, C) sums."""
         for ci in range(sums.shape[1]):
             mean[ci], var[ci], a[ci], b[ci] = _trainCoefficients(sums[0, ci], sums[1, ci], count, scale[ci],
                                                                  bias[ci], epsilon)
 
-    @njit(cache=True)
+    @njit(cache=CACHE)
     def backwardCoefficients(sums, count, scale, mean, var, epsilon, useBatchStats, a, k2, k3, dscale, dbias):
         """_backwardCoefficients for every channel, from channelSums' (2, C) sums."""
         for ci in range(sums.shape[1]):

@@ -226,3 +226,7 @@ def concat(xs, axis):
 def split(x, sections, axis):
     bounds = np.cumsum(sections)[:-1]
     return [host(np.ascontiguousarray(part)) for part in np.split(np.asarray(x), bounds, axis=axis)]
+
+
+def mayShareMemory(a, b):
+    return bool(np.may_share_memory(a, b))

@@ -132,3 +132,54 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
     else:
         dx = dy * a
     return host(dx), host(dscale), host(dbias)
+
+
+# ---- synchronised batch norm: the per-channel sums on their own (minidl.distributed) -----------------
+
+def batchNormMoments(x):
+    n, c = x.shape[:2]
+    count = x.size // c
+    if accel.enabled and count > 0:
+        sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())      # (2, C) float64
+        mean = sums[0] / count
+        var = np.maximum(sums[1] / count - mean * mean, 0.0)   # rounding below zero; NaN stays NaN
+        if allFinite(mean) and allFinite(var):
+            return host(mean.astype(np.float32).reshape(1, c, 1, 1)), host(var.astype(np.float32).reshape(1, c, 1, 1))
+    mean, var = _moments(x)
+    return host(mean), host(var)
+
+
+def batchNormUpdateRunning(runMean, runVar, mean, var, count, factor):
+    _updateRunning(runMean, runVar, np.asarray(mean), np.asarray(var), count, factor)
+
+
+def batchNormBackwardSums(x, dy, mean, var, epsilon):
+    c = x.shape[1]
+    invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
+    if _kernelsApply(mean, var) and x.size:
+        sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
+        if allFinite(sums):
+            dscale = (sums[1] * invStd).astype(np.float32).reshape(1, c, 1, 1)
+            return host(dscale), host(sums[0].astype(np.float32).reshape(1, c, 1, 1))
+    x, dy = np.asarray(x), np.asarray(dy)
+    xhat = (x - np.asarray(mean)) * (1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon)))
+    dbias = dy.sum(axis=_AXES, keepdims=True, dtype=np.float32)
+    return host((dy * xhat).sum(axis=_AXES, keepdims=True, dtype=np.float32)), host(dbias)
+
+
+def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon):
+    if _kernelsApply(scale, mean, var, dscale, dbias):
+        # dx = a * dy + k2 * x + k3 per channel, the batch statistics' terms folded into constants
+        invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
+        a = np.asarray(scale, np.float64).reshape(-1) * invStd
+        k2 = -a * invStd * np.asarray(dscale, np.float64).reshape(-1) / count
+        k3 = -a * np.asarray(dbias, np.float64).reshape(-1) / count - k2 * np.asarray(mean, np.float64).reshape(-1)
+        dx = new(x.shape)
+        accel.batchNormBackwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
+                                     k3.astype(np.float32), _planes(dx))
+        return host(dx)
+    invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
+    xhat = (np.asarray(x) - np.asarray(mean)) * invStd
+    dx = np.asarray(scale) * invStd * (np.asarray(dy) - (np.asarray(dbias) + xhat * np.asarray(dscale))
+                                       / np.float32(count))
+    return host(dx.astype(np.float32, copy=False))

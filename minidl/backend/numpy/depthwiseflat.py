@@ -60,14 +60,14 @@ if accel.enabled:
 
     FASTMATH = accel.FASTMATH       # no assumption of finite values (accel.py)
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _blocks(c, hw, chunks):
         """Channels per block: at most FLAT_BLOCK floats, and at least `chunks` blocks when there
         are that many channels, so every thread gets work."""
         per = max(1, min(c, FLAT_BLOCK // hw))
         return max(1, min(per, (c + chunks - 1) // chunks))
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _expand(w, c0, nb, layout, valid, flip, wexp):
         """wexp[i*kw + j, P] = weight of tap (i, j) of wide output P's channel (of the flipped tap
         when flip), or 0 where that tap reads padding or P is not an output. layout = (rows,
@@ -85,7 +85,7 @@ if accel.enabled:
                 for k in range(nb):
                     plane[k, ylo:yhi, xlo:xhi] = w[c0 + k, 0, si, sj]
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _margins(s, wd, kh, kw, ph, pw, dh, dw):
         """(lead, length past the run): the zeros a phase needs on either side so that every tap
         read of every wide output falls inside it. Then no read needs a bounds check, and the
@@ -94,14 +94,14 @@ if accel.enabled:
         tail = (((kh - 1) * dh - ph) * wd + (kw - 1) * dw - pw) // s
         return max(lead, 0), max(tail, 0)
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _tapRun(phases, lead, o, n):
         """x[s*P + o] for P < n, as one unit-stride run: x split into phases (s, lead + ...) by
         position modulo s, from column lead on."""
         s = phases.shape[0]
         return phases[o % s, lead + o // s:lead + o // s + n]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _rowTaps(out, phases, lead, wexp, r, kw, o0, dw, init, first):
         """out[P] (+)= sum over j of wexp[r*kw + j, P] * x[s*P + o0 + j*dw] for P < len(out) (x split
         into phases, see _tapRun), starting from init[P] when first."""
@@ -126,7 +126,7 @@ if accel.enabled:
                 for q in range(n):
                     out[q] += a[q] * t[q]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _rowProducts(prod, g, phases, lead, r, kw, o0, dw):
         """prod[r*kw + j, P] += g[P] * x[s*P + o0 + j*dw] (x split into phases as for _rowTaps).
         Summed over a pixel's valid taps later, these are the weight gradient's terms. One loop per
@@ -138,7 +138,7 @@ if accel.enabled:
             for q in range(n):
                 pj[q] += g[q] * t[q]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _tapAdjoint(dphases, g, wexp, t, o):
         """The adjoint of one tap's reads: x[s*P + o] += wexp[t, P] * g[P] for every P, x being split
         into dphases as for _rowTaps. Written as a gather over the phase the tap lands in."""
@@ -152,7 +152,7 @@ if accel.enabled:
         for q in range(hi - lo):
             dst[q] += a[q] * gg[q]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _deal(src, phases, lead):
         """phases[k, lead + q] = src[s*q + k]: a run split into its s phases by position modulo s, in
         one long loop (which vectorises), past the phases' zero lead."""
@@ -166,7 +166,7 @@ if accel.enabled:
                 e[q] = src[2 * q]
                 o[q] = src[2 * q + 1]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _merge(phases, dst):
         """dst[2q + k] = phases[k, q]: _deal's inverse for two phases without margins."""
         e, o = phases[0], phases[1]
@@ -174,7 +174,7 @@ if accel.enabled:
             dst[2 * q] = e[q]
             dst[2 * q + 1] = o[q]
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _sizes(c, h, wd, ho, wo, kh, kw, ph, pw, dh, dw, chunks):
         """(s, H*W, lead, tail, channels per block, blocks) of a flat convolution of x (N, C, H, W)
         to outputs (Ho, Wo) with kernels (kh, kw)."""
@@ -183,14 +183,14 @@ if accel.enabled:
         per = _blocks(c, h * wd, chunks)
         return s, h * wd, lead, tail, per, (c + per - 1) // per
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _block(blk, per, c, hw, s):
         """(first channel, channels, run length, wide outputs) of block blk of `per` channels."""
         c0 = blk * per
         nb = min(per, c - c0)
         return c0, nb, nb * hw, nb * hw // s
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _wideCopy(wide, layout, planes, nb, toPlanes):
         """Between the real outputs of wide (nb*rows*width, laid out as layout says) and planes
         (nb, Ho, Wo): into planes when toPlanes, else into wide (the rest of wide untouched)."""
@@ -204,7 +204,7 @@ if accel.enabled:
                     else:
                         grid[k, oy, ox] = planes[k, oy, ox]
 
-    @njit(cache=True, fastmath=FASTMATH, inline="always")
+    @njit(cache=accel.CACHE, fastmath=FASTMATH, inline="always")
     def _total(run):
         """The sum of run (non-finite when an element is; a vector loop over values still in cache)."""
         t = np.float32(0.0)

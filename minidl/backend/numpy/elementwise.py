@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import accel, hardact
 from minidl.backend.numpy.array import host, new
 
-ACTIVATIONS = ("relu", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus")
+ACTIVATIONS = ("relu", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus", "hardSigmoid", "hardSwish")
 
 
 def _sigmoid(x):
@@ -45,6 +45,11 @@ def activation(x, kind, alpha, beta, out=None):
         y = _target(out, x.shape)
         accel.clipForward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipBounds(kind, alpha, beta))
         return host(y)
+    kernel = hardact.forward(kind)
+    if kernel is not None:
+        y = _target(out, x.shape)
+        kernel(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+        return host(y)
     return _deliver(_activation(x, kind, alpha, beta), out)
 
 
@@ -63,6 +68,15 @@ def _activation(x, kind, alpha, beta):
         y = np.tanh(x)
     elif kind == "softPlus":
         y = np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
+    elif kind == "hardSigmoid":
+        # PyTorch's relu6(x + 3) / 6, in its order of operations; NaN fails both tests and stays NaN
+        t = x + np.float32(3)
+        y = np.where(t < 0, np.float32(0), np.where(t > 6, np.float32(1), t / np.float32(6)))
+    elif kind == "hardSwish":
+        # x * relu6(x + 3) / 6 by pieces: 0 below -3 (also at -inf, where the product would be NaN) and
+        # x itself above 3 (PyTorch's x * 6 / 6 can differ from x in the last bit); NaN stays NaN
+        m = np.clip(x, np.float32(-3), np.float32(3))     # (clipped: no overflow in the discarded pieces)
+        y = np.where(x > 3, x, np.where(x < -3, np.float32(0), m * (m + np.float32(3)) / np.float32(6)))
     else:
         raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
     return y.astype(np.float32, copy=False)
@@ -74,6 +88,11 @@ def activationBackward(x, y, dy, kind, alpha, beta, out=None):
         dx = _target(out, x.shape)
         accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
                            *_clipBounds(kind, alpha, beta), kind == "clip")
+        return host(dx)
+    kernel = hardact.backward(kind)
+    if kernel is not None:
+        dx = _target(out, x.shape)
+        kernel(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1))
         return host(dx)
     return _deliver(_activationBackward(x, y, dy, kind, alpha, beta), out)
 
@@ -93,6 +112,12 @@ def _activationBackward(x, y, dy, kind, alpha, beta):
         dx = dy * (1 - y * y)
     elif kind == "softPlus":
         dx = dy * _sigmoid(x)
+    elif kind == "hardSigmoid":
+        # 1/6 strictly between the kinks, 0 at and beyond them (PyTorch's choice at x = +-3), as clip's mask
+        dx = dy * np.where((x > -3) & (x < 3), np.float32(1 / 6), np.float32(0))
+    elif kind == "hardSwish":
+        # the outer piece's derivative at each kink, as PyTorch: 0 at x = -3, 1 at x = 3; NaN x gives NaN
+        dx = dy * np.where(x <= -3, np.float32(0), np.where(x >= 3, np.float32(1), x / np.float32(3) + np.float32(0.5)))
     else:
         raise ValueError("unknown activation %r, expected one of %s" % (kind, ", ".join(ACTIVATIONS)))
     return dx.astype(np.float32, copy=False)

@@ -37,7 +37,7 @@ if enabled:
         # so the two builds of one function would load each other's code
         copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "Serial")
         copy.__qualname__ = fn.__qualname__ + "Serial"
-        serial, wide = njit(cache=True, fastmath=accel.FASTMATH, nogil=True)(copy), accel.parallel(fn)
+        serial, wide = njit(cache=accel.CACHE, fastmath=accel.FASTMATH, nogil=True)(copy), accel.parallel(fn)
 
         def launch(param, *args):
             return (wide if param.size >= PARALLEL_MIN else serial)(param, *args)

@@ -68,9 +68,9 @@ if accel.enabled:
     # garbage tiles too (~1/(tw + 1) more work); the output transform never reads them. Per-row
     # work keeps `continue` and tail `if`s out of the code around inner loops: numba's loops lost
     # their vectorisation with them (measured 10x and 5x).
-    _serial = dict(cache=True, fastmath=accel.FASTMATH, nogil=True)     # fast-math that keeps NaN and inf (accel.py)
+    _serial = dict(cache=accel.CACHE, fastmath=accel.FASTMATH, nogil=True)     # fast-math that keeps NaN and inf (accel.py)
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _deal(ln, a, b, n, dw):
         """a[k] = ln[2*dw*k], b[k] = ln[2*dw*k + dw]: n phase columns (source stride dw) dealt
         alternately to a and b."""
@@ -89,7 +89,7 @@ if accel.enabled:
             if n & 1:
                 a[pairs] = ln[2 * dw * pairs]
 
-    @njit(cache=True, inline="always")
+    @njit(cache=accel.CACHE, inline="always")
     def _interleave(ev, od, dst, n, dw):
         """dst[dw*q] = (ev if q is even else od)[q >> 1] for q < n: _deal's inverse."""
         pairs = n >> 1
@@ -106,7 +106,7 @@ if accel.enabled:
             if n & 1:
                 dst[2 * dw * pairs] = ev[pairs]
 
-    @njit(cache=True)
+    @njit(cache=accel.CACHE)
     def _toPhases(src, planes, ph, pw, dh, dw):
         """Place src (H, W), padded by (ph, pw), into parity-split phase planes stacked by phase,
         (2, 2, dh*dw*rows, half): padded pixel (Y*dh + py, X*dw + px) goes to

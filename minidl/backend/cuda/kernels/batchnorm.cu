@@ -18,6 +18,25 @@ __device__ float blockSum(float v, float* part)
     return total;
 }
 
+// Mean and biased variance of channel c of x (N, C, L) over the block (two passes); every thread
+// gets them.
+__device__ void channelMoments(const float* x, int c, int N, int C, int L, float* part, float* mu, float* v)
+{
+    long long count = (long long)N * L;
+    float s = 0.0f;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x)
+        s += x[((k / L) * C + c) * L + k % L];
+    float m = blockSum(s, part) / count;
+    float q = 0.0f;
+    for (long long k = threadIdx.x; k < count; k += blockDim.x)
+    {
+        float d = x[((k / L) * C + c) * L + k % L] - m;
+        q += d * d;
+    }
+    *mu = m;
+    *v = blockSum(q, part) / count;
+}
+
 extern "C" {
 
 // Batch mean and biased variance (two passes, so no cancellation), and the running-statistics update.
@@ -27,23 +46,36 @@ __global__ void bnStats(const float* x, float* mean, float* var, float* runMean,
     __shared__ float part[1024];
     int c = blockIdx.x;
     long long count = (long long)N * L;
-    float s = 0.0f;
-    for (long long k = threadIdx.x; k < count; k += blockDim.x)
-        s += x[((k / L) * C + c) * L + k % L];
-    float mu = blockSum(s, part) / count;
-    float q = 0.0f;
-    for (long long k = threadIdx.x; k < count; k += blockDim.x)
-    {
-        float d = x[((k / L) * C + c) * L + k % L] - mu;
-        q += d * d;
-    }
-    float v = blockSum(q, part) / count;
+    float mu, v;
+    channelMoments(x, c, N, C, L, part, &mu, &v);
     if (threadIdx.x == 0)
     {
         mean[c] = mu;
         var[c] = v;
         float unbiased = count > 1 ? v * count / (count - 1) : v;
         runMean[c] = (1.0f - factor) * runMean[c] + factor * mu;
+        runVar[c] = (1.0f - factor) * runVar[c] + factor * unbiased;
+    }
+}
+
+// The batch statistics alone (synchronised batch norm combines them across processes first).
+__global__ void bnMoments(const float* x, float* mean, float* var, int N, int C, int L)
+{
+    __shared__ float part[1024];
+    int c = blockIdx.x;
+    float mu, v;
+    channelMoments(x, c, N, C, L, part, &mu, &v);
+    if (threadIdx.x == 0) { mean[c] = mu; var[c] = v; }
+}
+
+// The running-statistics update of bnStats for statistics taken over count values per channel.
+__global__ void bnUpdateRunning(float* runMean, float* runVar, const float* mean, const float* var, int C,
+                                long long count, float factor)
+{
+    GRID_LOOP(c, C)
+    {
+        float unbiased = count > 1 ? var[c] * count / (count - 1) : var[c];
+        runMean[c] = (1.0f - factor) * runMean[c] + factor * mean[c];
         runVar[c] = (1.0f - factor) * runVar[c] + factor * unbiased;
     }
 }

@@ -16,7 +16,8 @@ __global__ void mul(const float* a, const float* b, float* out, long long n)
     GRID_LOOP(i, n) out[i] = a[i] * b[i];
 }
 
-// kind: 0 relu, 1 clip to [alpha, beta], 2 leakyRelu (slope alpha), 3 elu (alpha), 4 sigmoid, 5 tanh, 6 softPlus
+// kind: 0 relu, 1 clip to [alpha, beta], 2 leakyRelu (slope alpha), 3 elu (alpha), 4 sigmoid, 5 tanh, 6 softPlus,
+// 7 hardSigmoid (relu6(x + 3) / 6), 8 hardSwish (x * relu6(x + 3) / 6)
 __device__ __forceinline__ float sigmoidf(float x)
 {
     // split by sign so expf never overflows
@@ -40,6 +41,9 @@ __global__ void activationForward(const float* x, float* y, long long n, int kin
             case 3: r = v > 0.0f ? v : alpha * expm1f(v); break;
             case 4: r = sigmoidf(v); break;
             case 5: r = tanhf(v); break;
+            case 7: { float t = v + 3.0f; r = t < 0.0f ? 0.0f : (t > 6.0f ? 1.0f : t / 6.0f); break; }
+            // by pieces: 0 below -3 (-inf * 0 would be NaN), x above 3 (x * 6 / 6 may round); NaN falls through
+            case 8: r = v < -3.0f ? 0.0f : (v > 3.0f ? v : v * (v + 3.0f) / 6.0f); break;
             default: r = log1pf(expf(-fabsf(v))) + fmaxf(v, 0.0f); break;
         }
         y[i] = r;
@@ -61,6 +65,9 @@ __global__ void activationBackward(const float* x, const float* y, const float* 
             case 3: r = v > 0.0f ? g : g * (y[i] + alpha); break;
             case 4: r = g * y[i] * (1.0f - y[i]); break;
             case 5: r = g * (1.0f - y[i] * y[i]); break;
+            // at the kinks (x = -3, 3) the outer piece's derivative, as PyTorch's
+            case 7: r = g * ((v > -3.0f && v < 3.0f) ? (1.0f / 6.0f) : 0.0f); break;
+            case 8: r = g * (v <= -3.0f ? 0.0f : (v >= 3.0f ? 1.0f : v / 3.0f + 0.5f)); break;
             default: r = g * sigmoidf(v); break;
         }
         dx[i] = r;
