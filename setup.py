@@ -22,6 +22,9 @@ setup(
         # weights from and to PyTorch files (minidl.interop): .pt/.pth need torch, .safetensors only this
         "safetensors": ["safetensors>=0.4"],
         "torch": ["torch>=2.4"],
+        # many processes (minidl.distributed): mpi4py, and MPICH with its mpiexec (leave mpich out where a
+        # system MPI is used)
+        "mpi": ["mpi4py>=4.1", "mpich>=5.0"],
         "digits": ["scikit-learn>=1.0"],
         "progress": ["tqdm"],
     },

@@ -2,6 +2,11 @@
 
     python examples/train_mobilenet.py                      # digits, MobileNetV2, default backend
     python examples/train_mobilenet.py --data-dir cifar/    # CIFAR-10 python batches in cifar/
+    mpiexec -n 2 python examples/train_mobilenet.py         # data-parallel over 2 ranks (minidl.distributed)
+
+Under mpiexec every rank trains on its share of each batch (--batchsize is the global batch), the
+gradients are averaged over the ranks, rank 0 prints and writes the files, and every rank loads the
+saved weights back. --sync-bn takes batch norm's statistics over the global batch.
 
 Trains on the default backend (CUDA when present, else NumPy) with the
 training recipe of minidl: a learning-rate schedule stepped every batch
@@ -26,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from minidl import distributed  # noqa: E402
 from minidl.backend import backendName, gpuarray  # noqa: E402
 from minidl.cost import CrossEntropy  # noqa: E402
 from minidl.datasets import (  # noqa: E402
@@ -79,6 +85,7 @@ def parseArgs(argv):
                         help="maximum global gradient norm (0: no clipping)")
     parser.add_argument("--no-augment", action="store_true", help="train on the images as they are")
     parser.add_argument("--seed", type=_arg(int, 0), default=0)
+    parser.add_argument("--sync-bn", action="store_true", help="under mpiexec: batch statistics over every rank")
     parser.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "minidl_mobilenet.h5"),
                         help="the weights file; the curves go beside it (<name>_curves.csv, .png)")
     parser.add_argument("--limit", type=_arg(int, 1), default=None,
@@ -137,17 +144,31 @@ def curvesPaths(out):
 
 def main(argv=None):
     parser, args = parseArgs(argv)
+    world = distributed.init()          # the ranks of mpiexec, or this process alone
+    if world.rank != 0:
+        sys.stdout = open(os.devnull, "w")      # rank 0 reports
+    if args.batchsize % world.size:
+        parser.error("--batchsize %d (the global batch) does not split over %d ranks"
+                     % (args.batchsize, world.size))
+    batchsize = args.batchsize // world.size
     np.random.seed(args.seed)
     try:   # what the data and the arguments together can make invalid: one line, no traceback
         name, epochs, trainX, trainY, testX, testY, augment = loadData(args)
         numClasses = int(trainY.max()) + 1
         net = buildModel(args, trainX.shape[1], numClasses)
-        loader = Loader(trainX, trainY, macroBatchSize=8 * args.batchsize, augment=augment, seed=args.seed)
-        schedule = makeSchedule(args, epochs * loader.batchesPerEpoch(args.batchsize))
+        if args.sync_bn:
+            net = distributed.convertSyncBatchNorm(net)
+        sampler = distributed.DistributedSampler(len(trainX), seed=args.seed) if world.size > 1 else None
+        loader = Loader(trainX, trainY, macroBatchSize=8 * batchsize, augment=augment,
+                        seed=args.seed + 1000003 * world.rank, sampler=sampler)
+        schedule = makeSchedule(args, epochs * loader.batchesPerEpoch(batchsize))
     except (ValueError, OSError, ImportError) as e:
         parser.error(str(e))
     print("backend: %s; %s: %d train / %d test images of shape %s"
           % (backendName(), name, len(trainX), len(testX), trainX.shape[1:]))
+    print("distributed: %d rank%s%s, batch %d per rank (global %d)%s"
+          % (world.size, "s" if world.size > 1 else "", " over MPI" if world.isMPI else " (no MPI)", batchsize,
+             args.batchsize, ", synchronised batch norm" if args.sync_bn else ""))
     print("model: MobileNet%s width %g, %s parameters" % (args.model.upper(), args.width,
                                                          "{:,}".format(net.numOfParams())))
     print("recipe: %s, %s, %s" % (schedule, "clip gradient norm at %g" % args.clip if args.clip else "no clipping",
@@ -155,41 +176,50 @@ def main(argv=None):
 
     optimizer = MomentumSGD(learnRate=args.lr, momRate=0.9)
     optimizer.setupOn(net)
-    trainer = Trainer(net, CrossEntropy(), optimizer, batchsize=args.batchsize, seed=args.seed,
+    optimizer = distributed.DataParallel(net, optimizer)   # rank 0's weights everywhere; gradients averaged
+    trainer = Trainer(net, CrossEntropy(), optimizer, batchsize=batchsize, seed=args.seed,
                       schedule=schedule, clipGradNorm=args.clip or None)
     validator = Validator(net, CrossEntropy(), batchsize=256)
-    testXd, testYd = gpuarray.to_gpu(testX), gpuarray.to_gpu(testY)
+    testShare = distributed.DistributedSampler(len(testX), shuffle=False, equalize=None).indices()
+    testXd, testYd = gpuarray.to_gpu(testX[testShare]), gpuarray.to_gpu(testY[testShare])
+
+    def testError():    # every rank scores its share of the test set; the mean over all of it
+        return distributed.average(validator.validate(testXd, testYd), len(testShare))
 
     start = time.perf_counter()
     for epoch in range(epochs):
-        loss = trainer.trainFromLoader(loader)
-        error = validator.validate(testXd, testYd)
+        loss = distributed.average(trainer.trainFromLoader(loader), loader.numSamples)
+        error = testError()
         row = trainer.history.addValidation(error, accuracy=1 - error)
         print("epoch %2d/%d  lr %.4f  train loss %.4f  train accuracy %.2f%%  test accuracy %.2f%%  (%.1f s)"
-              % (epoch + 1, epochs, row["learnRate"], loss, 100 * row["trainAccuracy"], 100 * (1 - error),
+              % (epoch + 1, epochs, row["learnRate"], loss,
+                 100 * distributed.average(row["trainAccuracy"], loader.numSamples), 100 * (1 - error),
                  time.perf_counter() - start))
     elapsed = time.perf_counter() - start
-    accuracy = 1 - validator.validate(testXd, testYd)
+    accuracy = 1 - testError()
     print("test accuracy: %.2f%% after %d epochs in %.1f s" % (100 * accuracy, epochs, elapsed))
 
     csvPath, pngPath = curvesPaths(args.out)
-    trainer.history.writeCsv(csvPath)
-    try:
-        trainer.history.plot(pngPath, title="MobileNet%s on %s" % (args.model.upper(), name))
-        print("training curves: %s and %s" % (csvPath, pngPath))
-    except ImportError:
-        print("training curves: %s (no PNG: matplotlib is not installed; pip install 'minidl[plot]')" % csvPath)
+    if distributed.isMain():        # (the curves hold rank 0's own training figures)
+        trainer.history.writeCsv(csvPath)
+        try:
+            trainer.history.plot(pngPath, title="MobileNet%s on %s" % (args.model.upper(), name))
+            print("training curves: %s and %s" % (csvPath, pngPath))
+        except ImportError:
+            print("training curves: %s (no PNG: matplotlib is not installed; pip install 'minidl[plot]')" % csvPath)
 
-    net.save(args.out)
+    distributed.saveOnMain(net, args.out)       # rank 0 writes; then every rank reads it back
     fresh = buildModel(args, trainX.shape[1], numClasses)
     fresh.load(args.out)
     fresh.evalMode()
     before = Calculator(net, batchsize=256).calc(testXd)
     after = Calculator(fresh, batchsize=256).calc(testXd)
-    if not np.array_equal(before, after):
-        print("ERROR: the reloaded model's predictions differ (max |diff| %g)" % np.abs(before - after).max())
+    differ = distributed.allreduceSum(float(np.abs(before - after).max()))
+    if differ != 0:
+        print("ERROR: the reloaded model's predictions differ (max |diff| %g)" % differ)
         return 1
-    print("saved weights to %s; a fresh model loaded them and predicts identically" % args.out)
+    print("saved weights to %s; a fresh model loaded them on %s and predicts identically"
+          % (args.out, "each of the %d ranks" % world.size if world.size > 1 else "this process"))
     return 0
 
 

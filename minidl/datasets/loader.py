@@ -76,6 +76,8 @@ class Loader:
     Compose([RandomCrop(32, pad=4), RandomHorizontalFlip()])), called on each macro-batch in the
     worker with the epoch's numpy Generator. shuffle: True (default) or False. seed: an int >= 0
     (default 0). prefetch: how many prepared macro-batches may wait in the queue (default 2, >= 1).
+    sampler: None, or an object whose indices(epoch) is the epoch's sample order and len() its
+    length, used instead of shuffle (minidl.distributed.DistributedSampler: this rank's share).
 
     Example::
 
@@ -85,7 +87,8 @@ class Loader:
         ([4, 4, 2], 3, 1, 5)
     """
 
-    def __init__(self, data, labels, macroBatchSize=1024, shuffle=True, augment=None, seed=0, prefetch=2):
+    def __init__(self, data, labels, macroBatchSize=1024, shuffle=True, augment=None, seed=0, prefetch=2,
+                 sampler=None):
         if len(data) != len(labels):
             raise ValueError("Loader: data has %d samples but labels has %d" % (len(data), len(labels)))
         if len(data) == 0:
@@ -101,22 +104,23 @@ class Loader:
             raise ValueError("Loader: seed must be an int >= 0, got %r" % (seed,))
         self.data, self.labels = data, labels
         self.shuffle, self.augment, self.seed = shuffle, augment, int(seed)
+        self.sampler = sampler
         self.epoch = 0
 
     @property
     def numSamples(self):
-        """How many samples an epoch holds (len(data))."""
-        return len(self.data)
+        """How many samples an epoch holds (len(data), or len(sampler))."""
+        return len(self.data) if self.sampler is None else len(self.sampler)
 
     def __len__(self):
         """Macro-batches per epoch."""
-        return -(-len(self.data) // self.macroBatchSize)
+        return -(-self.numSamples // self.macroBatchSize)
 
     def batchesPerEpoch(self, batchsize):
         """How many batches of batchsize an epoch makes when each macro-batch is split into them (the
         Trainer's updates per trainFromLoader: the totalSteps of a per-batch schedule is epochs times this)."""
         batchsize = _checkCount("batchsize", batchsize, 1)
-        full, last = divmod(len(self.data), self.macroBatchSize)
+        full, last = divmod(self.numSamples, self.macroBatchSize)
         return full * -(-self.macroBatchSize // batchsize) + -(-last // batchsize)
 
     def __iter__(self):
@@ -128,8 +132,11 @@ class Loader:
     def epochBatches(self, epoch):
         """Epoch epoch's LoaderBatch items, made in the calling thread (what the worker runs; a generator)."""
         rng = np.random.default_rng([self.seed, epoch])
-        n = len(self.data)
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if self.sampler is not None:
+            order = self.sampler.indices(epoch)
+        else:
+            order = rng.permutation(len(self.data)) if self.shuffle else np.arange(len(self.data))
+        n = len(order)
         for start in range(0, n, self.macroBatchSize):
             indices = order[start:start + self.macroBatchSize]
             ascending = np.sort(indices)                  # h5py reads increasing indices only

@@ -186,6 +186,8 @@ class Trainer(Handler):
         self.optimizer.zeroGradParams()
         self.net.backward(self.cost.grad, updGrad=False)
         if self.clipGradNorm is not None:
+            if hasattr(self.optimizer, "synchronize"):
+                self.optimizer.synchronize()    # data-parallel (minidl.distributed): clip the averaged gradients
             self.gradNorm = clipping.clipGradNorm(self.optimizer, self.clipGradNorm)
             if self.terminateOnNaN and not math.isfinite(self.gradNorm):
                 raise clipping.NonFiniteGradError(
