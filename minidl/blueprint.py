@@ -44,7 +44,7 @@ from minidl import h5safe, serialization
 from minidl.backend import gpuarray
 from minidl.errors import LoadError, ModuleError
 
-MAX_JSON_BYTES = 16 << 20
+MAX_JSON_BYTES = h5safe.MAX_STRING_BYTES
 MAX_DEPTH = 64
 BUDGET_FACTOR = 3 * 1032
 
@@ -283,23 +283,9 @@ def readText(hdf, source):
             raise LoadError("cannot rebuild a model from %s: it has no blueprint (it was saved with "
                             "withBlueprint=False or from a model with user-defined modules); build the model in "
                             "code and call model.load(...)" % where)
-        h5safe.vetDataset(ds, "/blueprint")
-        with h5safe.reading("/blueprint"):
-            isString = ds.get_space().get_simple_extent_type() == h5py.h5s.SCALAR and \
-                h5py.check_string_dtype(ds.dtype) is not None
-            if isString:
-                value = h5py.Dataset(ds)[()]
-        if not isString:
-            raise LoadError("cannot rebuild a model from %s: /blueprint holds %s, expected one JSON string"
-                            % (where, h5safe.typeName(ds, "/blueprint")))
+        return h5safe.readScalar(ds, "/blueprint", "string")
     except h5safe.Malformed as e:
         raise LoadError("cannot rebuild a model from %s: %s" % (where, e)) from None
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise LoadError("cannot rebuild a model from %s: /blueprint is not UTF-8 (%s)" % (where, e)) from None
-    return value
 
 
 def _fileSize(hdf, source):

@@ -227,3 +227,52 @@ def readIndex(ds, path):
     if value < 0:
         raise Malformed("%s holds %d, expected a non-negative index" % (path, value))
     return value
+
+
+MAX_STRING_BYTES = 16 << 20
+
+
+def readScalar(ds, path, kind):
+    """The one value a scalar dataset holds, as a Python value: kind "integer" (any HDF5 integer type),
+    "real" (an integer or float type, as float) or "string" (fixed or variable length, UTF-8, at
+    most MAX_STRING_BYTES). Anything else, a value never written, or a fixed-length string declared
+    longer than the limit (reading it would allocate the declared length, whatever the file holds)
+    raises Malformed; nothing is read before those checks."""
+    vetDataset(ds, path)
+    shape = shapeOf(ds, path)
+    if shape != ():
+        raise Malformed("%s holds %s, expected one value" % (path, "no value" if shape is None else
+                                                           "an array of shape %s" % (shape,)))
+    with reading(path):
+        stored = ds.get_type()
+        typeClass = stored.get_class()
+        written = ds.get_space_status() == h5py.h5d.SPACE_STATUS_ALLOCATED
+        isString = typeClass == h5py.h5t.STRING
+        variable = isString and stored.is_variable_str()
+        size = stored.get_size()
+    wanted = {"integer": (h5py.h5t.INTEGER,), "real": (h5py.h5t.INTEGER, h5py.h5t.FLOAT),
+              "string": (h5py.h5t.STRING,)}[kind]
+    if typeClass not in wanted:
+        raise Malformed("%s is stored as %s, expected %s" % (path, typeName(ds, path),
+                                                            "a string" if kind == "string" else "a number"))
+    if isString and not variable and size > MAX_STRING_BYTES:
+        raise Malformed("%s declares a string of %d bytes, more than the %d allowed" % (path, size, MAX_STRING_BYTES))
+    if not written:
+        raise Malformed("%s has no stored value (never written; it would read as its fill value)" % path)
+    if not isString:
+        value = readArray(ds, (), np.int64 if kind == "integer" else np.float64, path).reshape(())
+        return int(value) if kind == "integer" else float(value)
+    with reading(path):
+        value = h5py.Dataset(ds)[()]
+    if isinstance(value, bytes):
+        if len(value) > MAX_STRING_BYTES:
+            raise Malformed("%s holds a string of %d bytes, more than the %d allowed" % (path, len(value),
+                                                                                      MAX_STRING_BYTES))
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise Malformed("%s is not UTF-8 (%s)" % (path, e)) from None
+    if len(value) > MAX_STRING_BYTES:
+        raise Malformed("%s holds a string of %d characters, more than the %d allowed" % (path, len(value),
+                                                                                       MAX_STRING_BYTES))
+    return value

@@ -211,8 +211,21 @@ def test_hostile_blueprints_raise_load_error(backend, text, message):
 
 def test_blueprint_storage_is_checked(backend, tmp_path):
     blob = _tiny().save(withBlueprint=False)
-    with pytest.raises(LoadError, match="/blueprint holds int64, expected one JSON string"):
+    with pytest.raises(LoadError, match="/blueprint is stored as int64, expected a string"):
         minidl.load(_withBlueprint(blob, 5, np.int64))
+    with pytest.raises(LoadError, match=r"/blueprint holds an array of shape \(2,\), expected one value"):
+        minidl.load(_withBlueprint(blob, [b"{}", b"{}"], "S2"))
+    # a fixed-length string never written: it takes no room in the file, yet reading it would
+    # allocate its declared length (here 400 MB from a file of a few KB)
+    for size, message in ((400_000_000, "declares a string of 400000000 bytes, more than the 16777216 allowed"),
+                          (100, "has no stored value")):
+        buf = _image(blob)
+        with h5py.File(buf, "a") as f:
+            stringType = h5py.h5t.C_S1.copy()
+            stringType.set_size(size)
+            h5py.h5d.create(f.id, b"blueprint", stringType, h5py.h5s.create(h5py.h5s.SCALAR))
+        with pytest.raises(LoadError, match=message):
+            minidl.load(buf.getvalue())
     with pytest.raises(LoadError, match="is not UTF-8"):
         minidl.load(_withBlueprint(blob, np.bytes_(b"\xff\xfe"), "S2"))
     with pytest.raises(LoadError, match="more than the 16777216 allowed"):

@@ -177,10 +177,14 @@ def test_trainer_sets_train_mode_and_validator_and_calculator_eval_mode(backend)
     net = Sequential().append(Linear(4, 3)).append(Dropout(0.5))
     x, y = gpuarray.to_gpu(np.random.randn(8, 4).astype(np.float32)), gpuarray.to_gpu(np.zeros(8, np.int32))
     net.evalMode()
-    Trainer(net, CrossEntropy(), SGD(0.1).setupOn(net)).train(x, y)
+    trainer = Trainer(net, CrossEntropy(), SGD(0.1).setupOn(net))
+    trainer.train(x, y)
     assert net.train and net[1].train
     Validator(net, CrossEntropy()).validate(x, y)
     assert not net.train and not net[1].train
+    trainer.trainStep(x, y)
+    assert net.train and net[1].train, "a single step trains in train mode too"
+    Validator(net, CrossEntropy()).validate(x, y)
     net.trainMode()
     out = Calculator(net).calc(x)
     assert not net[1].train and np.array_equal(out, net(x).get()), "eval mode: dropout is the identity"

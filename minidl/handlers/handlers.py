@@ -166,7 +166,9 @@ class Trainer(Handler):
     def trainStep(self, data, target):
         """One optimizer step on one batch: data and target backend arrays (with terminateOnNaN, it
         reads the batch's loss back and raises NonFiniteLossError instead of updating when it is not
-        finite). Clips and steps the schedule as a pass does; adds no history row."""
+        finite). Clips and steps the schedule as a pass does; adds no history row. Puts the net in
+        train mode first, as a pass does (a Validator between steps leaves it in eval mode)."""
+        self.net.trainMode()
         self._step(data, target, None, np.arange(data.shape[0]))
 
     def _step(self, data, target, batch, samples):

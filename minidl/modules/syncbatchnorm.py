@@ -120,5 +120,8 @@ def convertSyncBatchNorm(net):
     cls = SyncBatchNorm2D if type(net) is BatchNorm2D else SyncBatchNorm
     sync = cls.__new__(cls)
     sync.__dict__.update(net.__dict__)
+    # a hook DataParallel installed belongs to the old object (its buckets know that one): convert
+    # before wrapping the optimizer
+    sync.__dict__.pop("backwardHook", None)
     sync.group, sync.count = None, None
     return sync

@@ -29,6 +29,7 @@ optimizer exactly as it was.
 import h5py
 import numpy as np
 
+from minidl import h5safe
 from minidl import module as _module
 from minidl.backend import gpuarray
 from minidl.errors import LoadError
@@ -201,15 +202,25 @@ class Optimizer:
 
     def _readFile(self, hdf):
         """(t, {hyperparameter: float}, {state key: float32 host array}) from the file; LoadError
-        listing every problem when anything is missing, unexpected or out of range."""
+        listing every problem when anything is missing, unexpected or out of range. Read as the
+        weights loader reads (minidl/h5safe.py): hard links only, each dataset's own bytes, no shape
+        or string longer than declared and checked, so a file cannot make it read another file."""
         kind = type(self).__name__
-        attrs, states = hdf.get("attrs"), hdf.get("states")
-        if not isinstance(attrs, h5py.Group) or not isinstance(states, h5py.Group):
+        try:
+            return self._readChecked(kind, hdf)
+        except h5safe.Malformed as e:
+            raise LoadError("%s: cannot load state, optimizer left unchanged:\n  %s" % (kind, e)) from None
+
+    def _readChecked(self, kind, hdf):
+        GROUP, DATASET = h5py.h5g.GroupID, h5py.h5d.DatasetID
+        with h5safe.reading("/"):
+            root = hdf["/"].id
+        attrs = h5safe.child(root, "attrs", "/attrs", GROUP)
+        states = h5safe.child(root, "states", "/states", GROUP)
+        if attrs is None or states is None:
             raise LoadError("%s: not an optimizer state file (groups 'attrs' and 'states' expected, found %s)"
-                            % (kind, sorted(hdf.keys())))
+                            % (kind, sorted(h5safe.names(root, "/"), key=str)))
         stored, problem = _scalar(attrs, "class")
-        if problem is None and isinstance(stored, bytes):
-            stored = stored.decode("utf-8", "replace")
         if problem is None and not isinstance(stored, str):
             problem = "value must be the optimizer's class name, got %r" % (stored,)
         if problem is not None:
@@ -236,27 +247,33 @@ class Optimizer:
                 problems.append(str(e))
 
         expected = self._stateArrays()
-        problems += ["state %r: missing from the file" % k for k in expected if k not in states]
-        problems += ["state %r: unexpected key in the file" % k for k in states if k not in expected]
+        present = h5safe.names(states, "/states")
+        problems += ["state %r: missing from the file" % k for k in expected if k not in present]
+        problems += ["state %r: unexpected key in the file" % (k,) for k in present if k not in expected]
         values = {}
         for key, ary in expected.items():
-            node = states.get(key)
-            if node is None:
+            if key not in present:
                 continue
-            if not isinstance(node, h5py.Dataset):
-                problems.append("state %r: expected a float32 array, file has a %s" % (key, type(node).__name__))
-                continue
-            dtype, shape = np.dtype(node.dtype), node.shape
-            ok = True
-            if dtype.kind != "f" or dtype.itemsize != 4:
-                problems.append("state %r: expected dtype float32, file has %s" % (key, dtype))
-                ok = False
-            if shape != tuple(ary.shape):
-                problems.append("state %r: shape mismatch, optimizer has %s, file has %s"
-                                % (key, tuple(ary.shape), shape))
-                ok = False
-            if ok:
-                values[key] = np.ascontiguousarray(node[()], dtype=np.float32)
+            path = "/states/" + key
+            try:
+                node = h5safe.child(states, key, path, DATASET)
+                if node is None:
+                    raise h5safe.Malformed("%s is listed but cannot be found, the file is damaged" % path)
+                h5safe.vetDataset(node, path)
+                shape = h5safe.shapeOf(node, path)
+                ok = True
+                if not h5safe.hasType(node, np.float32, path):
+                    problems.append("state %r: expected dtype float32, file has %s"
+                                    % (key, h5safe.typeName(node, path)))
+                    ok = False
+                if shape != tuple(ary.shape):
+                    problems.append("state %r: shape mismatch, optimizer has %s, file has %s"
+                                    % (key, tuple(ary.shape), "no dataspace" if shape is None else shape))
+                    ok = False
+                if ok:
+                    values[key] = h5safe.readArray(node, shape, np.float32, path)
+            except h5safe.Malformed as e:
+                problems.append("state %r: %s" % (key, e))
         if problems:
             raise LoadError("%s: cannot load state, optimizer left unchanged:\n  %s" % (kind, "\n  ".join(problems)))
         return int(t), hyper, values
@@ -269,13 +286,22 @@ def _checkRange(owner, what, name, value):
 
 
 def _scalar(group, key):
-    """(value, None) for a scalar dataset group[key], numpy scalars as Python ones; (None, reason) otherwise."""
-    node = group.get(key)
-    if node is None:
-        return None, "missing from the file"
-    if not isinstance(node, h5py.Dataset):
-        return None, "expected a scalar, file has a %s" % type(node).__name__
-    if node.shape != ():
-        return None, "expected a scalar, file has shape %s" % (node.shape,)
-    value = node[()]
-    return (value.item() if isinstance(value, np.generic) else value), None
+    """(value, None) for the scalar dataset group[key] (an int, float or str by its stored type, read
+    through h5safe); (None, reason) otherwise."""
+    path = "/attrs/" + key
+    try:
+        node = h5safe.child(group, key, path, h5py.h5d.DatasetID)
+        if node is None:
+            return None, "missing from the file"
+        h5safe.vetDataset(node, path)
+        shape = h5safe.shapeOf(node, path)
+        if shape != ():
+            return None, "expected a scalar, file has shape %s" % ("no dataspace" if shape is None else (shape,))
+        with h5safe.reading(path):
+            typeClass = node.get_type().get_class()
+        kinds = {h5py.h5t.INTEGER: "integer", h5py.h5t.FLOAT: "real", h5py.h5t.STRING: "string"}
+        if typeClass not in kinds:
+            return None, "expected a number or a name, file has %s" % h5safe.typeName(node, path)
+        return h5safe.readScalar(node, path, kinds[typeClass]), None
+    except h5safe.Malformed as e:
+        return None, str(e)

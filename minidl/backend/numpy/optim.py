@@ -18,7 +18,7 @@ def _decayed(param, grad, wc):
 
 
 def sgdUpdate(param, grad, learnRate, wc):
-    arrays = optimkernels.flat((param, grad))
+    arrays = optimkernels.flat("sgdUpdate", (param, grad))
     if arrays is not None:
         optimkernels.sgd(*arrays, *_f32(learnRate, wc))
         return
@@ -26,7 +26,7 @@ def sgdUpdate(param, grad, learnRate, wc):
 
 
 def momentumUpdate(param, grad, mom, learnRate, momRate, wc):
-    arrays = optimkernels.flat((param, grad, mom))
+    arrays = optimkernels.flat("momentumUpdate", (param, grad, mom))
     if arrays is not None:
         optimkernels.momentum(*arrays, *_f32(learnRate, momRate, wc))
         return
@@ -36,9 +36,9 @@ def momentumUpdate(param, grad, mom, learnRate, momRate, wc):
 
 
 def nesterovUpdate(param, grad, mom, learnRate, momRate, wc):
-    arrays = optimkernels.flat((param, grad, mom))
+    arrays = optimkernels.flat("nesterovUpdate", (param, grad, mom))
     if arrays is not None:
-        optimkernels.nesterov(*arrays, *_f32(learnRate, momRate, wc))
+        optimkernels.nesterov(*arrays, *_f32(learnRate, momRate, 1.0 + momRate, wc))
         return
     old = np.array(mom, copy=True, subok=False)
     mom *= np.float32(momRate)
@@ -48,9 +48,9 @@ def nesterovUpdate(param, grad, mom, learnRate, momRate, wc):
 
 def adamUpdate(param, grad, mg, ms, alpha, beta1, beta2, epsilon, t, wc):
     lr = alpha * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
-    arrays = optimkernels.flat((param, grad, mg, ms))
+    arrays = optimkernels.flat("adamUpdate", (param, grad, mg, ms))
     if arrays is not None:
-        optimkernels.adam(*arrays, *_f32(lr, beta1, beta2, epsilon, wc))
+        optimkernels.adam(*arrays, *_f32(lr, beta1, beta2, 1 - beta1, 1 - beta2, epsilon, wc))
         return
     g = _decayed(param, grad, wc)
     mg *= np.float32(beta1)
@@ -61,9 +61,9 @@ def adamUpdate(param, grad, mg, ms, alpha, beta1, beta2, epsilon, t, wc):
 
 
 def rmspropUpdate(param, grad, ms, learnRate, factor, epsilon, wc):
-    arrays = optimkernels.flat((param, grad, ms))
+    arrays = optimkernels.flat("rmspropUpdate", (param, grad, ms))
     if arrays is not None:
-        optimkernels.rmsprop(*arrays, *_f32(learnRate, factor, epsilon, wc))
+        optimkernels.rmsprop(*arrays, *_f32(learnRate, factor, 1 - factor, epsilon, wc))
         return
     g = _decayed(param, grad, wc)
     ms *= np.float32(factor)
@@ -72,7 +72,7 @@ def rmspropUpdate(param, grad, ms, learnRate, factor, epsilon, wc):
 
 
 def adagradUpdate(param, grad, h, learnRate, epsilon, wc):
-    arrays = optimkernels.flat((param, grad, h))
+    arrays = optimkernels.flat("adagradUpdate", (param, grad, h))
     if arrays is not None:
         optimkernels.adagrad(*arrays, *_f32(learnRate, epsilon, wc))
         return

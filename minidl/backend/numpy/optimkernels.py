@@ -4,9 +4,10 @@ Each rule is one parallel pass over the parameter, gradient and state, with no
 temporaries: the NumPy formulas in optim.py make five to eight whole-array
 temporaries, which for one flat buffer of a whole model (setupOn(net,
 useGlobalState=True), millions of floats) leave the cache for every
-operation. Arithmetic is float32 throughout, as NumPy's, with accel's FASTMATH
-(no assumption about NaN or infinity, so a non-finite value propagates as the
-formulas say). A zero wc drops the decay term rather than adding 0 * param,
+operation. Arithmetic is float32 throughout, step by step as NumPy's (no
+fast-math, and constants such as 1 - beta rounded by the caller as optim.py
+rounds them), so a kernel gives NumPy's results bit for bit, NaN and infinity
+included. A zero wc drops the decay term rather than adding 0 * param,
 so an infinite weight stays infinite, not NaN, exactly as optim.py does.
 Arguments: 1-D contiguous float32 arrays and np.float32 scalars.
 
@@ -37,7 +38,10 @@ if enabled:
         # so the two builds of one function would load each other's code
         copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "Serial")
         copy.__qualname__ = fn.__qualname__ + "Serial"
-        serial, wide = njit(cache=accel.CACHE, fastmath=accel.FASTMATH, nogil=True)(copy), accel.parallel(fn)
+        # no fast-math: these loops are memory-bound, and exact IEEE steps make each kernel round
+        # exactly as optim.py's NumPy formulas do (tested bit for bit)
+        serial = njit(cache=accel.CACHE, fastmath=False, nogil=True)(copy)
+        wide = accel._serialised(njit(parallel=True, cache=accel.CACHE, fastmath=False, nogil=True)(fn))
 
         def launch(param, *args):
             return (wide if param.size >= PARALLEL_MIN else serial)(param, *args)
@@ -61,9 +65,8 @@ if enabled:
             param[k] += m
 
     @_twice
-    def nesterov(param, grad, mom, lr, momRate, wc):
+    def nesterov(param, grad, mom, lr, momRate, ahead, wc):
         decay = wc != 0
-        ahead = np.float32(1.0) + momRate
         for k in prange(param.size):
             g = grad[k] + wc * param[k] if decay else grad[k]
             old = mom[k]
@@ -72,9 +75,8 @@ if enabled:
             param[k] += ahead * m - momRate * old
 
     @_twice
-    def adam(param, grad, mg, ms, lr, beta1, beta2, epsilon, wc):
+    def adam(param, grad, mg, ms, lr, beta1, beta2, c1, c2, epsilon, wc):
         decay = wc != 0
-        c1, c2 = np.float32(1.0) - beta1, np.float32(1.0) - beta2
         for k in prange(param.size):
             g = grad[k] + wc * param[k] if decay else grad[k]
             m = mg[k] * beta1 + c1 * g
@@ -84,9 +86,8 @@ if enabled:
             param[k] -= lr * m / (np.sqrt(v) + epsilon)
 
     @_twice
-    def rmsprop(param, grad, ms, lr, factor, epsilon, wc):
+    def rmsprop(param, grad, ms, lr, factor, c, epsilon, wc):
         decay = wc != 0
-        c = np.float32(1.0) - factor
         for k in prange(param.size):
             g = grad[k] + wc * param[k] if decay else grad[k]
             v = ms[k] * factor + c * g * g
@@ -103,9 +104,14 @@ if enabled:
             param[k] -= lr * g / (np.sqrt(v) + epsilon)
 
 
-def flat(arrays):
-    """The arrays as 1-D float32 views for the kernels, or None when one is not contiguous float32
-    (then optim.py's NumPy formulas run)."""
+def flat(op, arrays):
+    """The arrays as 1-D float32 views for the kernels, or None when numba is off or one is not
+    contiguous float32 (then optim.py's NumPy formulas run). ValueError naming op when their sizes
+    differ: the kernels index every array by the parameter's size."""
+    size = arrays[0].size
+    if any(a.size != size for a in arrays):
+        raise ValueError("%s: the parameter, its gradient and its state must have one size, got %s"
+                         % (op, ", ".join(str(tuple(a.shape)) for a in arrays)))
     if not enabled:
         return None
     out = []
