@@ -167,3 +167,19 @@ def positiveSize(name, value, minimum):
     if any(v < minimum for v in value):
         raise ValueError("%s must be >= %d, got %s" % (name, minimum, value))
     return value
+
+
+def convArgs(kind, inmaps, outmaps, groups, size, stride, pad, dilation):
+    """The checked hyperparameters of a convolution layer named kind (Conv2D, Deconv2D, ...):
+    (inmaps, outmaps, groups) positive ints with both maps divisible by groups, then size, stride,
+    pad and dilation as (h, w) pairs (size, stride and dilation >= 1, pad >= 0); ValueError naming
+    kind and the argument otherwise."""
+    inmaps, outmaps = positiveInt(kind, "inmaps", inmaps), positiveInt(kind, "outmaps", outmaps)
+    groups = positiveInt(kind, "groups", groups)
+    if inmaps % groups or outmaps % groups:
+        raise ValueError("%s: inmaps (%d) and outmaps (%d) must both be divisible by groups (%d)"
+                         % (kind, inmaps, outmaps, groups))
+    pairs = [positiveSize("%s: %s" % (kind, what), pair(value, "%s: %s" % (kind, what)), least)
+             for what, value, least in (("size", size, 1), ("stride", stride, 1), ("pad", pad, 0),
+                                        ("dilation", dilation, 1))]
+    return (inmaps, outmaps, groups, *pairs)

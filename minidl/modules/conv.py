@@ -23,7 +23,7 @@ Not supported: asymmetric padding (put a Pad2D in front), transposed conv
 from minidl.backend import gpuarray, ops
 from minidl.initschemes import createTensorWithScheme, parseScheme
 from minidl.module import Module
-from minidl.shapes import conv2dOutShape, pair, positiveInt, positiveSize, realInRange
+from minidl.shapes import conv2dOutShape, convArgs, positiveInt, realInRange
 from minidl.variable import Variable
 
 
@@ -51,16 +51,9 @@ class Conv2D(Module):
         super().__init__(name)
         self.registerBlueprint(locals())
         kind = type(self).__name__
-        self.inmaps = inmaps = positiveInt(kind, "inmaps", inmaps)
-        self.outmaps = outmaps = positiveInt(kind, "outmaps", outmaps)
-        self.groups = groups = positiveInt(kind, "groups", groups)
-        if inmaps % groups or outmaps % groups:
-            raise ValueError("%s: inmaps (%d) and outmaps (%d) must both be divisible by groups (%d)"
-                             % (kind, inmaps, outmaps, groups))
-        self.size = positiveSize("%s: size" % kind, pair(size, "%s: size" % kind), 1)
-        self.stride = positiveSize("%s: stride" % kind, pair(stride, "%s: stride" % kind), 1)
-        self.pad = positiveSize("%s: pad" % kind, pair(pad, "%s: pad" % kind), 0)
-        self.dilation = positiveSize("%s: dilation" % kind, pair(dilation, "%s: dilation" % kind), 1)
+        inmaps, outmaps, groups, self.size, self.stride, self.pad, self.dilation = convArgs(
+            kind, inmaps, outmaps, groups, size, stride, pad, dilation)
+        self.inmaps, self.outmaps, self.groups = inmaps, outmaps, groups
         realInRange(kind, "wscale", wscale, 0, lowOpen=True)
         parseScheme(initscheme)
 

@@ -16,7 +16,7 @@ Not supported: asymmetric padding (crop the output with explicit slicing), float
 from minidl.backend import gpuarray, ops
 from minidl.initschemes import createTensorWithScheme, parseScheme
 from minidl.module import Module
-from minidl.shapes import deconv2dOutShape, pair, positiveInt, positiveSize, realInRange
+from minidl.shapes import convArgs, deconv2dOutShape, pair, positiveSize, realInRange
 from minidl.variable import Variable
 
 
@@ -49,16 +49,9 @@ class Deconv2D(Module):
         super().__init__(name)
         self.registerBlueprint(locals())
         kind = type(self).__name__
-        self.inmaps = inmaps = positiveInt(kind, "inmaps", inmaps)
-        self.outmaps = outmaps = positiveInt(kind, "outmaps", outmaps)
-        self.groups = groups = positiveInt(kind, "groups", groups)
-        if inmaps % groups or outmaps % groups:
-            raise ValueError("%s: inmaps (%d) and outmaps (%d) must both be divisible by groups (%d)"
-                             % (kind, inmaps, outmaps, groups))
-        self.size = positiveSize("%s: size" % kind, pair(size, "%s: size" % kind), 1)
-        self.stride = positiveSize("%s: stride" % kind, pair(stride, "%s: stride" % kind), 1)
-        self.pad = positiveSize("%s: pad" % kind, pair(pad, "%s: pad" % kind), 0)
-        self.dilation = positiveSize("%s: dilation" % kind, pair(dilation, "%s: dilation" % kind), 1)
+        inmaps, outmaps, groups, self.size, self.stride, self.pad, self.dilation = convArgs(
+            kind, inmaps, outmaps, groups, size, stride, pad, dilation)
+        self.inmaps, self.outmaps, self.groups = inmaps, outmaps, groups
         self.postpad = positiveSize("%s: postpad" % kind, pair(postpad, "%s: postpad" % kind), 0)
         if any(p >= max(s, d) for p, s, d in zip(self.postpad, self.stride, self.dilation)):
             raise ValueError("%s: postpad must be smaller than the stride or the dilation of its axis, got postpad "
