@@ -64,3 +64,13 @@ def createTensorWithScheme(initscheme, shape, wscale=1.0):
     else:  # uniform
         values = np.random.uniform(-wscale, wscale, shape)
     return values.astype(np.float32)
+
+
+def initWeight(initscheme, shape, wscale, empty):
+    """A backend weight array of shape: zeros when empty (the weights will be loaded; allocated on the
+    backend first, so an allocation budget refuses it before any host array of its size exists),
+    else createTensorWithScheme's values."""
+    from minidl.backend import gpuarray   # the backend imports nothing of this module
+    if empty:
+        return gpuarray.zeros(shape)
+    return gpuarray.to_gpu(createTensorWithScheme(initscheme, shape, wscale))

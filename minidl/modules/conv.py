@@ -21,7 +21,7 @@ Not supported: asymmetric padding (put a Pad2D in front), transposed conv
 """
 
 from minidl.backend import gpuarray, ops
-from minidl.initschemes import createTensorWithScheme, parseScheme
+from minidl.initschemes import initWeight, parseScheme
 from minidl.module import Module
 from minidl.shapes import conv2dOutShape, convArgs, positiveInt, realInRange
 from minidl.variable import Variable
@@ -65,11 +65,7 @@ class Conv2D(Module):
             self.algo = "general"
 
         wshape = (outmaps, inmaps // groups) + self.size
-        if empty:
-            W = gpuarray.zeros(wshape)
-        else:
-            W = gpuarray.to_gpu(createTensorWithScheme(initscheme, wshape, wscale))
-        self.setVar("W", Variable(W))
+        self.setVar("W", Variable(initWeight(initscheme, wshape, wscale, empty)))
         self.useBias = useBias
         if useBias:
             self.setVar("b", Variable(gpuarray.zeros((1, outmaps, 1, 1))))

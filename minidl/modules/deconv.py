@@ -14,7 +14,7 @@ Not supported: asymmetric padding (crop the output with explicit slicing), float
 """
 
 from minidl.backend import gpuarray, ops
-from minidl.initschemes import createTensorWithScheme, parseScheme
+from minidl.initschemes import initWeight, parseScheme
 from minidl.module import Module
 from minidl.shapes import convArgs, deconv2dOutShape, pair, positiveSize, realInRange
 from minidl.variable import Variable
@@ -60,11 +60,7 @@ class Deconv2D(Module):
         parseScheme(initscheme)
 
         wshape = (inmaps, outmaps // groups) + self.size
-        if empty:
-            W = gpuarray.zeros(wshape)
-        else:
-            W = gpuarray.to_gpu(createTensorWithScheme(initscheme, wshape, wscale))
-        self.setVar("W", Variable(W))
+        self.setVar("W", Variable(initWeight(initscheme, wshape, wscale, empty)))
         self.useBias = useBias
         if useBias:
             self.setVar("b", Variable(gpuarray.zeros((1, outmaps, 1, 1))))

@@ -7,7 +7,7 @@ ValueError.
 """
 
 from minidl.backend import gpuarray, ops
-from minidl.initschemes import createTensorWithScheme, parseScheme
+from minidl.initschemes import initWeight, parseScheme
 from minidl.module import Module
 from minidl.shapes import positiveInt, realInRange
 from minidl.variable import Variable
@@ -34,9 +34,7 @@ class Linear(Module):
         realInRange("Linear", "wscale", wscale, 0, lowOpen=True)
         parseScheme(initscheme)
         self.insize, self.outsize, self.useBias = insize, outsize, useBias
-        W = gpuarray.zeros((insize, outsize)) if empty else \
-            gpuarray.to_gpu(createTensorWithScheme(initscheme, (insize, outsize), wscale))
-        self.setVar("W", Variable(W))
+        self.setVar("W", Variable(initWeight(initscheme, (insize, outsize), wscale, empty)))
         if useBias:
             self.setVar("b", Variable(gpuarray.zeros((outsize,))))
 
