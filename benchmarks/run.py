@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))     # torchmirror: PyTorch twins of the models
 
 import minidl.backend as B  # noqa: E402
 from minidl.backend import gpuarray  # noqa: E402

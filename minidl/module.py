@@ -27,7 +27,7 @@ gradients while the rest of the backward pass runs.
 
 import numpy as np
 
-from minidl import anomaly, serialization
+from minidl import anomaly, serialization, summary
 from minidl.errors import ModuleError
 from minidl.variable import Variable
 
@@ -266,8 +266,15 @@ class Module:
     def summary(self, inshape, file=None):
         """Print, for an input of shape inshape, each layer's output shape, parameters and multiply-adds,
         and the totals, to file (default sys.stdout); returns the totals."""
-        from minidl.summary import summary
-        return summary(self, inshape, file)
+        return summary.summary(self, inshape, file)
+
+    def summaryRows(self, inshape, prefix=""):
+        """([(name, kind, outshape, params, macs)], outshape): summary()'s rows for an input of shape
+        inshape, each name after prefix. A layer gives its own row; containers override this to give
+        their children's rows instead."""
+        out = self.dataShapeFrom(inshape)
+        params = sum(var.data.size for var in self.vars.values())
+        return [(prefix + (self.name or ""), type(self).__name__, out, params, self.macs(inshape, out))], out
 
     # ---- validation -----------------------------------------------------------------------------
 

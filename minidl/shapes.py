@@ -3,7 +3,7 @@
 Every module, both backends and the tests compute convolution and pooling
 geometry through these helpers, so a formula is never written twice. The
 checks of hyperparameters live here too (``isInt``, ``positiveInt``,
-``realInRange``): an int is a Python int or a numpy integer, never a bool; a
+``intAtLeast``, ``realInRange``): an int is a Python int or a numpy integer, never a bool; a
 real number is finite and not a bool.
 """
 
@@ -17,14 +17,27 @@ def isInt(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _checkedInt(owner, name, value, minimum, wanted):
+    if not isInt(value) or value < minimum:
+        raise ValueError("%s: %s must be %s, got %r" % (owner, name, wanted, value))
+    return int(value)
+
+
 def positiveInt(owner, name, value):
     """int(value) when value is an int >= 1 (Python or numpy integer, not bool).
 
     Raises ValueError "<owner>: <name> must be a positive int, got <value>" otherwise.
     """
-    if not isInt(value) or value < 1:
-        raise ValueError("%s: %s must be a positive int, got %r" % (owner, name, value))
-    return int(value)
+    return _checkedInt(owner, name, value, 1, "a positive int")
+
+
+def intAtLeast(owner, name, value, minimum):
+    """int(value) when value is an int >= minimum (Python or numpy integer, not bool): a count,
+    a step or a seed.
+
+    Raises ValueError "<owner>: <name> must be an int >= <minimum>, got <value>" otherwise.
+    """
+    return _checkedInt(owner, name, value, minimum, "an int >= %d" % minimum)
 
 
 def realInRange(owner, name, value, low=None, high=None, lowOpen=False, highOpen=False):
@@ -73,6 +86,12 @@ def windowOutSize(insize, size, stride, pad, dilation):
     return (insize + 2 * pad - dilation * (size - 1) - 1) // stride + 1
 
 
+def windowOutSize2d(inshape, size, stride, pad, dilation):
+    """(Ho, Wo) of a sliding window (conv or pool) over an (N, C, H, W) inshape; size, stride, pad
+    and dilation are (h, w) pairs, each axis as windowOutSize."""
+    return tuple(windowOutSize(inshape[2 + a], size[a], stride[a], pad[a], dilation[a]) for a in (0, 1))
+
+
 def ceilDiv(a, b):
     """ceil(a / b) for ints, b > 0."""
     return -(-a // b)
@@ -95,10 +114,7 @@ def tapRanges(insize, outsize, size, stride, pad, dilation):
 
 def conv2dOutShape(inshape, outmaps, size, stride, pad, dilation):
     """(N, C, H, W) in -> (N, outmaps, Ho, Wo) out; size..dilation are (h, w) pairs."""
-    n, _, h, w = inshape
-    ho = windowOutSize(h, size[0], stride[0], pad[0], dilation[0])
-    wo = windowOutSize(w, size[1], stride[1], pad[1], dilation[1])
-    return n, outmaps, ho, wo
+    return (inshape[0], outmaps, *windowOutSize2d(inshape, size, stride, pad, dilation))
 
 
 def deconvOutSize(insize, size, stride, pad, dilation, postpad):
@@ -122,8 +138,7 @@ def conformsToConv(inshape, outshape, size, stride, pad, dilation):
     """Whether the conv with these (h, w) pairs maps an image of outshape's (H, W) back to exactly
     inshape's: then a transposed conv from inshape to outshape is that conv's backward-data pass.
     False where postpad >= stride (allowed when dilation > stride): the conv would see more rows."""
-    return all(windowOutSize(outshape[2 + a], size[a], stride[a], pad[a], dilation[a]) == inshape[2 + a]
-               for a in (0, 1))
+    return windowOutSize2d(outshape, size, stride, pad, dilation) == tuple(inshape[2:4])
 
 
 def upsample2dOutShape(inshape, scale):

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 import minidl.backend as B  # noqa: E402
 
@@ -58,6 +57,19 @@ def _poisonCudaMemory(monkeypatch):
 def _seed():
     np.random.seed(1234)
     yield
+
+
+@pytest.fixture
+def planThreshold(monkeypatch):
+    """Move a NumPy-backend routing threshold for one test: set(module, name, value) patches it and
+    forgets the cached routing plans (cached per geometry), and they are forgotten again after."""
+    from minidl.backend.numpy import routing
+
+    def set(module, name, value):
+        monkeypatch.setattr(module, name, value)
+        routing.clearPlans()
+    yield set
+    routing.clearPlans()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradcheck import assertClose, checkCostGradient
-from minidl.backend import gpuarray
+from minidl.backend import gpuarray, ops
 from minidl.cost import BCE, MSE, CrossEntropy, SmoothL1
 from minidl.errors import ModuleError
 
@@ -64,6 +64,18 @@ def test_cross_entropy_errors(backend):
     if backend == "numpy":
         with pytest.raises(ModuleError, match=r"expected labels in \[0, 4\), got values in \[0, 4\]"):
             ce(scores, gpuarray.to_gpu(np.array([0, 4, 1], np.int32)))
+        with pytest.raises(ModuleError, match=r"expected labels in \[0, 4\), got values in \[-1, 2\]"):
+            ce(scores, gpuarray.to_gpu(np.array([2, -1, 1], np.int32)))
+
+
+def test_label_range(backend):
+    """The NumPy backend reports (min, max) as Python ints (None when empty); the CUDA one checks nothing."""
+    found = ops.labelRange(gpuarray.to_gpu(np.array([3, -1, 2], np.int32)))
+    if backend == "numpy":
+        assert found == (-1, 3) and all(type(v) is int for v in found)
+        assert ops.labelRange(gpuarray.to_gpu(np.zeros(0, np.int32))) is None
+    else:
+        assert found is None
 
 
 @pytest.mark.parametrize("cls,loss", [

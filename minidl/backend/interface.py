@@ -284,6 +284,12 @@ def classificationErrors(scores, labels):
     """Number of rows whose argmax differs from the label, as a 0-d float32 array."""
 
 
+def labelRange(labels):
+    """(min, max) of int32 labels (N,) as Python ints, for a caller's range check; None for no labels.
+    The CUDA backend returns None always and checks nothing: reading the range back would force a
+    host sync every step."""
+
+
 def mse(pred, target):
     """loss = sum((pred - target)^2) / (2N); returns (loss, grad)."""
 

@@ -88,6 +88,12 @@ class Container(Module):
                 out.extend(mod.getAllByType(typ))
         return out
 
+    def _childPrefix(self, prefix):
+        """What the children's summaryRows names start with: prefix, then this container's name and a
+        dot ('' when both are empty)."""
+        name = prefix + (self.name or "")
+        return name + "." if name else ""
+
     def getBlueprint(self):
         """This container's blueprint (Module.getBlueprint) with its children's under "modules" and
         their order under "graph", as PuzzleLib writes it."""

@@ -264,6 +264,15 @@ class Graph(Container):
     def dataShapeFrom(self, shape):
         return self.traceShapes(shape)
 
+    def summaryRows(self, inshape, prefix=""):
+        rows, childPrefix = [], self._childPrefix(prefix)
+
+        def visit(mod, shape):
+            modRows, out = mod.summaryRows(shape, childPrefix)
+            rows.extend(modRows)
+            return out
+        return rows, self.traceShapes(inshape, visit)
+
     # ---- forward / backward ---------------------------------------------------------------------
 
     def updateData(self, data):

@@ -48,6 +48,14 @@ class Parallel(Container):
         self.grad = out if updGrad else None
         return self.grad
 
+    def summaryRows(self, inshape, prefix=""):
+        rows, outs, childPrefix = [], [], self._childPrefix(prefix)
+        for mod, shape in zip(self.modules.values(), inshape):
+            modRows, out = mod.summaryRows(shape, childPrefix)
+            rows += modRows
+            outs.append(out)
+        return rows, outs
+
     def dataShapeFrom(self, shape):
         self.checkDataShape(list(shape))
         out = []

@@ -64,6 +64,13 @@ class Sequential(Container):
         self.grad = grad if updGrad else None
         return self.grad
 
+    def summaryRows(self, inshape, prefix=""):
+        rows, childPrefix = [], self._childPrefix(prefix)
+        for mod in self.modules.values():
+            modRows, inshape = mod.summaryRows(inshape, childPrefix)
+            rows += modRows
+        return rows, inshape
+
     def dataShapeFrom(self, shape):
         for mod in self.modules.values():
             with self.childScope(mod):

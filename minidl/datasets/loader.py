@@ -43,7 +43,7 @@ import threading
 
 import numpy as np
 
-from minidl.shapes import isInt
+from minidl.shapes import intAtLeast
 
 LoaderBatch = collections.namedtuple("LoaderBatch", ["data", "labels", "indices"])
 LoaderBatch.__doc__ = """One macro-batch from a Loader: data (augmented host array), labels (host array), indices
@@ -58,12 +58,6 @@ class _Failure:
 
     def __init__(self, error):
         self.error = error
-
-
-def _checkCount(name, value, minimum):
-    if isinstance(value, bool) or not isInt(value) or value < minimum:
-        raise ValueError("Loader: %s must be an int >= %d, got %r" % (name, minimum, value))
-    return int(value)
 
 
 class Loader:
@@ -93,17 +87,15 @@ class Loader:
             raise ValueError("Loader: data has %d samples but labels has %d" % (len(data), len(labels)))
         if len(data) == 0:
             raise ValueError("Loader: no samples given")
-        self.macroBatchSize = _checkCount("macroBatchSize", macroBatchSize, 1)
-        self.prefetch = _checkCount("prefetch", prefetch, 1)
+        self.macroBatchSize = intAtLeast("Loader", "macroBatchSize", macroBatchSize, 1)
+        self.prefetch = intAtLeast("Loader", "prefetch", prefetch, 1)
         if not isinstance(shuffle, bool):
             raise ValueError("Loader: shuffle must be True or False, got %r" % (shuffle,))
         if augment is not None and not callable(augment):
             raise TypeError("Loader: augment must be None or a callable augment(data, rng), got %s"
                             % type(augment).__name__)
-        if isinstance(seed, bool) or not isInt(seed) or seed < 0:
-            raise ValueError("Loader: seed must be an int >= 0, got %r" % (seed,))
         self.data, self.labels = data, labels
-        self.shuffle, self.augment, self.seed = shuffle, augment, int(seed)
+        self.shuffle, self.augment, self.seed = shuffle, augment, intAtLeast("Loader", "seed", seed, 0)
         self.sampler = sampler
         self.epoch = 0
 
@@ -119,7 +111,7 @@ class Loader:
     def batchesPerEpoch(self, batchsize):
         """How many batches of batchsize an epoch makes when each macro-batch is split into them (the
         Trainer's updates per trainFromLoader: the totalSteps of a per-batch schedule is epochs times this)."""
-        batchsize = _checkCount("batchsize", batchsize, 1)
+        batchsize = intAtLeast("Loader", "batchsize", batchsize, 1)
         full, last = divmod(self.numSamples, self.macroBatchSize)
         return full * -(-self.macroBatchSize // batchsize) + -(-last // batchsize)
 

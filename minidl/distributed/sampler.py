@@ -16,7 +16,7 @@ collectives, and a rank with one step more would wait for the others forever):
 
 import numpy as np
 
-from minidl.shapes import isInt
+from minidl.shapes import intAtLeast, isInt
 
 
 class DistributedSampler:
@@ -37,10 +37,7 @@ class DistributedSampler:
     """
 
     def __init__(self, n, shuffle=True, seed=0, equalize="pad", rank=None, size=None):
-        if not isInt(n) or n < 1:
-            raise ValueError("DistributedSampler: n must be an int >= 1, got %r" % (n,))
-        if not isInt(seed) or seed < 0:
-            raise ValueError("DistributedSampler: seed must be an int >= 0, got %r" % (seed,))
+        n, seed = intAtLeast("DistributedSampler", "n", n, 1), intAtLeast("DistributedSampler", "seed", seed, 0)
         if equalize not in ("pad", "drop", None):
             raise ValueError("DistributedSampler: equalize must be 'pad', 'drop' or None, got %r" % (equalize,))
         if (rank is None) != (size is None):
@@ -53,7 +50,7 @@ class DistributedSampler:
         if equalize == "drop" and n < size:
             raise ValueError("DistributedSampler: equalize='drop' leaves nothing of %d samples for %d ranks"
                              % (n, size))
-        self.n, self.shuffle, self.seed, self.equalize = int(n), bool(shuffle), seed, equalize
+        self.n, self.shuffle, self.seed, self.equalize = n, bool(shuffle), seed, equalize
         self.rank, self.size = int(rank), int(size)
 
     def __len__(self):
@@ -66,8 +63,7 @@ class DistributedSampler:
 
     def indices(self, epoch=0):
         """This rank's sample indices for epoch (an int >= 0), in the order to train on them."""
-        if not isInt(epoch) or epoch < 0:
-            raise ValueError("DistributedSampler.indices: epoch must be an int >= 0, got %r" % (epoch,))
+        epoch = intAtLeast("DistributedSampler.indices", "epoch", epoch, 0)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
         total = len(self) * self.size if self.equalize is not None else self.n
         if total > self.n:
@@ -76,6 +72,4 @@ class DistributedSampler:
 
     def steps(self, batchsize):
         """Batches of batchsize (an int >= 1) in one epoch of this rank."""
-        if not isInt(batchsize) or batchsize < 1:
-            raise ValueError("DistributedSampler.steps: batchsize must be an int >= 1, got %r" % (batchsize,))
-        return -(-len(self) // batchsize)
+        return -(-len(self) // intAtLeast("DistributedSampler.steps", "batchsize", batchsize, 1))

@@ -8,7 +8,7 @@ supported.
 
 from minidl.backend import ops
 from minidl.module import Module
-from minidl.shapes import pair, positiveSize, windowOutSize
+from minidl.shapes import pair, positiveSize, windowOutSize2d
 
 
 class Pool2D(Module):
@@ -32,9 +32,8 @@ class Pool2D(Module):
                              % (tuple(shape), self.size, self.pad))
 
     def dataShapeFrom(self, shape):
-        n, c, h, w = shape
-        return (n, c, windowOutSize(h, self.size[0], self.stride[0], self.pad[0], 1),
-                windowOutSize(w, self.size[1], self.stride[1], self.pad[1], 1))
+        n, c, _, _ = shape
+        return (n, c, *windowOutSize2d(shape, self.size, self.stride, self.pad, (1, 1)))
 
 
 class MaxPool2D(Pool2D):

@@ -32,13 +32,7 @@ the argument otherwise.
 
 import math
 
-from minidl.shapes import isInt, realInRange
-
-
-def _steps(owner, name, value, minimum):
-    if not isInt(value) or value < minimum:
-        raise ValueError("%s: %s must be an int >= %d, got %r" % (owner, name, minimum, value))
-    return int(value)
+from minidl.shapes import intAtLeast, realInRange
 
 
 def _cosine(start, end, fraction):
@@ -59,9 +53,7 @@ class Schedule:
 
     def lr(self, t):
         """The learning rate at step t (an int >= 0)."""
-        if not isInt(t) or t < 0:
-            raise ValueError("%s.lr: step must be an int >= 0, got %r" % (type(self).__name__, t))
-        return float(self.rate(int(t)))
+        return float(self.rate(intAtLeast("%s.lr" % type(self).__name__, "step", t, 0)))
 
     def rate(self, t):
         """The learning rate at step t, an int >= 0 that lr() has checked (subclasses implement it)."""
@@ -112,7 +104,7 @@ class StepLR(Schedule):
 
     def __init__(self, baseLr, stepSize, gamma=0.1):
         super().__init__(baseLr)
-        self.stepSize = _steps("StepLR", "stepSize", stepSize, 1)
+        self.stepSize = intAtLeast("StepLR", "stepSize", stepSize, 1)
         self.gamma = realInRange("StepLR", "gamma", gamma, 0, 1, lowOpen=True)
 
     def rate(self, t):
@@ -140,7 +132,7 @@ class MultiStepLR(Schedule):
         if not isinstance(milestones, (list, tuple)) or not milestones:
             raise ValueError("MultiStepLR: milestones must be a non-empty list of ints, got %r" % (milestones,))
         for m in milestones:
-            _steps("MultiStepLR", "each milestone", m, 1)
+            intAtLeast("MultiStepLR", "each milestone", m, 1)
         if any(b <= a for a, b in zip(milestones, milestones[1:])):
             raise ValueError("MultiStepLR: milestones must be strictly increasing, got %r" % (list(milestones),))
         self.milestones = [int(m) for m in milestones]
@@ -175,8 +167,8 @@ class WarmupCosineLR(Schedule):
 
     def __init__(self, baseLr, totalSteps, warmupSteps=0, minLr=0.0, startLr=0.0):
         super().__init__(baseLr)
-        self.totalSteps = _steps("WarmupCosineLR", "totalSteps", totalSteps, 1)
-        self.warmupSteps = _steps("WarmupCosineLR", "warmupSteps", warmupSteps, 0)
+        self.totalSteps = intAtLeast("WarmupCosineLR", "totalSteps", totalSteps, 1)
+        self.warmupSteps = intAtLeast("WarmupCosineLR", "warmupSteps", warmupSteps, 0)
         if self.warmupSteps >= self.totalSteps:
             raise ValueError("WarmupCosineLR: warmupSteps must be < totalSteps (%d), got %d"
                              % (self.totalSteps, self.warmupSteps))
@@ -222,7 +214,7 @@ class OneCycleLR(Schedule):
     def __init__(self, maxLr, totalSteps, pctStart=0.3, divFactor=25.0, finalDivFactor=1e4):
         super().__init__(realInRange("OneCycleLR", "maxLr", maxLr, 0, lowOpen=True))
         self.maxLr = self.baseLr
-        self.totalSteps = _steps("OneCycleLR", "totalSteps", totalSteps, 2)
+        self.totalSteps = intAtLeast("OneCycleLR", "totalSteps", totalSteps, 2)
         self.pctStart = realInRange("OneCycleLR", "pctStart", pctStart, 0, 1, True, True)
         if not 1 <= self.pctStart * self.totalSteps < self.totalSteps:
             raise ValueError("OneCycleLR: pctStart * totalSteps must be in [1, totalSteps) so that each phase "

@@ -12,14 +12,13 @@ import numpy as np
 from minidl.backend.cuda import cublas
 from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, launch, launchBlocks, planes, ptr
-from minidl.shapes import windowOutSize
+from minidl.shapes import windowOutSize2d
 
 
-def _geometry(inshape, wshape, stride, pad, dilation):
+def _sizes(inshape, wshape, stride, pad, dilation):
     n, c, h, w = inshape
     o, cg, kh, kw = wshape
-    ho = windowOutSize(h, kh, stride[0], pad[0], dilation[0])
-    wo = windowOutSize(w, kw, stride[1], pad[1], dilation[1])
+    ho, wo = windowOutSize2d(inshape, wshape[2:], stride, pad, dilation)
     return n, c, h, w, o, cg, kh, kw, ho, wo
 
 
@@ -47,7 +46,7 @@ def accChannelSum(out, dy):
 
 
 def conv2d(x, W, b, stride, pad, dilation, groups):
-    n, c, h, w, o, cg, kh, kw, ho, wo = _geometry(x.shape, W.shape, stride, pad, dilation)
+    n, c, h, w, o, cg, kh, kw, ho, wo = _sizes(x.shape, W.shape, stride, pad, dilation)
     og, k, l = o // groups, cg * kh * kw, ho * wo
     cols = _im2col(x, kh, kw, stride, pad, dilation, ho, wo)          # (N, G, K, L)
     y = empty((n, o, ho, wo), np.float32)
@@ -60,7 +59,7 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
 
 
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
-    n, c, h, w, o, cg, kh, kw, ho, wo = _geometry(inshape, W.shape, stride, pad, dilation)
+    n, c, h, w, o, cg, kh, kw, ho, wo = _sizes(inshape, W.shape, stride, pad, dilation)
     og, k, l = o // groups, cg * kh * kw, ho * wo
     dcols = empty((n, c * kh * kw, l), np.float32)
     for g in range(groups):
@@ -75,7 +74,7 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
 
 
 def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
-    n, c, h, w, o, cg, kh, kw, ho, wo = _geometry(x.shape, wgrad.shape, stride, pad, dilation)
+    n, c, h, w, o, cg, kh, kw, ho, wo = _sizes(x.shape, wgrad.shape, stride, pad, dilation)
     og, k, l = o // groups, cg * kh * kw, ho * wo
     cols = _im2col(x, kh, kw, stride, pad, dilation, ho, wo)
     for g in range(groups):

@@ -19,7 +19,7 @@ from minidl.backend.cuda.conv import _im2col, accChannelSum, addChannelBias
 from minidl.shapes import deconv2dOutShape
 
 
-def _geometry(inshape, wshape, groups):
+def _sizes(inshape, wshape, groups):
     """(N, C, H, W, C/G, O/G, O, kh, kw, K, L) of a transposed conv from inshape with weights wshape."""
     n, c, h, w = inshape
     _, og, kh, kw = wshape
@@ -27,7 +27,7 @@ def _geometry(inshape, wshape, groups):
 
 
 def deconv2d(x, W, b, stride, pad, dilation, postpad, groups):
-    n, c, h, w, cg, og, o, kh, kw, k, l = _geometry(x.shape, W.shape, groups)
+    n, c, h, w, cg, og, o, kh, kw, k, l = _sizes(x.shape, W.shape, groups)
     _, _, ho, wo = deconv2dOutShape(x.shape, o, (kh, kw), stride, pad, dilation, postpad)
     cols = empty((n, o * kh * kw, l), np.float32)                     # (N, G, K, L)
     for g in range(groups):
@@ -44,7 +44,7 @@ def deconv2d(x, W, b, stride, pad, dilation, postpad, groups):
 
 
 def deconv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
-    n, c, h, w, cg, og, o, kh, kw, k, l = _geometry(inshape, W.shape, groups)
+    n, c, h, w, cg, og, o, kh, kw, k, l = _sizes(inshape, W.shape, groups)
     cols = _im2col(dy, kh, kw, stride, pad, dilation, h, w)           # (N, G, K, L)
     dx = empty(tuple(inshape), np.float32)
     for g in range(groups):
@@ -55,7 +55,7 @@ def deconv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
 
 
 def deconv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
-    n, c, h, w, cg, og, o, kh, kw, k, l = _geometry(x.shape, wgrad.shape, groups)
+    n, c, h, w, cg, og, o, kh, kw, k, l = _sizes(x.shape, wgrad.shape, groups)
     cols = _im2col(dy, kh, kw, stride, pad, dilation, h, w)
     for g in range(groups):
         for i in range(n):

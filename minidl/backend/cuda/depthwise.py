@@ -7,7 +7,7 @@ import numpy as np
 
 from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import function, i32, launch, launchBlocks, ptr
-from minidl.shapes import windowOutSize
+from minidl.shapes import windowOutSize2d
 
 _PARAM_BLOCK = 128   # threads per channel in the weight reduction: a power of two (the kernel's tree sum)
 
@@ -20,9 +20,7 @@ def _kernel(name, W, channels, stride, dilation):
 
 def depthwiseConv2d(x, W, b, stride, pad, dilation):
     n, c, h, w = x.shape
-    kh, kw = W.shape[2:]
-    ho = windowOutSize(h, kh, stride[0], pad[0], dilation[0])
-    wo = windowOutSize(w, kw, stride[1], pad[1], dilation[1])
+    ho, wo = windowOutSize2d(x.shape, W.shape[2:], stride, pad, dilation)
     y = empty((n, W.shape[0], ho, wo), np.float32)
     launch(_kernel("depthwiseForward", W, c, stride, dilation), y.size, ptr(x), ptr(W), ptr(b), ptr(y), i32(n),
            i32(c), i32(h), i32(w), i32(pad[0]), i32(pad[1]), i32(ho), i32(wo), i32(b is not None))

@@ -12,7 +12,7 @@ from minidl.backend.cuda.conv import (  # noqa: F401
     conv2d, conv2dBackwardData, conv2dBackwardParams,
     pointwiseConv2d, pointwiseConv2dBackwardData, pointwiseConv2dBackwardParams,
 )
-from minidl.backend.cuda.cost import bce, classificationErrors, crossEntropy, mse, smoothL1  # noqa: F401
+from minidl.backend.cuda.cost import bce, classificationErrors, crossEntropy, labelRange, mse, smoothL1  # noqa: F401
 from minidl.backend.cuda.deconv import deconv2d, deconv2dBackwardData, deconv2dBackwardParams  # noqa: F401
 from minidl.backend.cuda.dense import linear, linearBackwardData, linearBackwardParams  # noqa: F401
 from minidl.backend.cuda.depthwise import (  # noqa: F401

@@ -13,7 +13,7 @@ from minidl.backend.numpy.conv import (  # noqa: F401
     conv2d, conv2dBackwardData, conv2dBackwardParams,
     pointwiseConv2d, pointwiseConv2dBackwardData, pointwiseConv2dBackwardParams,
 )
-from minidl.backend.numpy.cost import bce, classificationErrors, crossEntropy, mse, smoothL1  # noqa: F401
+from minidl.backend.numpy.cost import bce, classificationErrors, crossEntropy, labelRange, mse, smoothL1  # noqa: F401
 from minidl.backend.numpy.deconv import deconv2d, deconv2dBackwardData, deconv2dBackwardParams  # noqa: F401
 from minidl.backend.numpy.dense import linear, linearBackwardData, linearBackwardParams  # noqa: F401
 from minidl.backend.numpy.depthwise import (  # noqa: F401

@@ -29,6 +29,11 @@ def classificationErrors(scores, labels):
     return _scalar(np.count_nonzero(np.asarray(scores).argmax(axis=1) != np.asarray(labels)))
 
 
+def labelRange(labels):
+    labels = np.asarray(labels)
+    return (int(labels.min()), int(labels.max())) if labels.size else None
+
+
 def mse(pred, target):
     n = pred.shape[0]
     diff = np.asarray(pred) - np.asarray(target)
