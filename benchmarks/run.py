@@ -30,7 +30,7 @@ def _threadsFromArgv():
 _THREADS = _threadsFromArgv()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = _THREADS
-# minidl asks for passive OpenMP waiting when it loads the runtime first (minidl/backend/numpy/accel.py);
+# minidl asks for passive OpenMP waiting when it loads the runtime first (minidl/backend/numpy/jit.py);
 # import order must not decide what PyTorch gets, so both sides share this one setting (PyTorch's
 # training step measured the same with it as without, within noise)
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
@@ -184,14 +184,14 @@ def convWork(kwargs, shape):
     return float(flops), float(nbytes)
 
 
-def pathName(side, conv):
-    """The module's algo, or "winograd" where the NumPy backend routes a general conv through it
-    (forward and input gradient; its "% of sgemm" then counts direct-conv FLOPs, an effective rate)."""
-    if side.backend == "numpy" and conv.algo == "general":
-        from minidl.backend.numpy import winograd
-        if winograd.applies(conv.W.shape, conv.stride, conv.groups):
-            return "winograd"
-    return conv.algo
+def convPlan(side, conv, shape):
+    """The NumPy backend's routing plan for the conv module on input shape (None on CUDA): what each
+    pass runs (minidl/backend/numpy/routing.py). On Winograd's passes "% of sgemm" counts
+    direct-conv FLOPs, an effective rate."""
+    if side.backend != "numpy":
+        return None
+    from minidl.backend.numpy import routing
+    return routing.plan(conv.algo, shape, conv.W.shape, conv.stride, conv.pad, conv.dilation, conv.groups)
 
 
 def runConvCase(side, name, kwargs, shape, args, limits):
@@ -213,7 +213,10 @@ def runConvCase(side, name, kwargs, shape, args, limits):
         conv.backward(dy)
 
     tFwd = tTrain = None
-    result = {"case": name, "algo": pathName(side, conv)}
+    plan = convPlan(side, conv, shape)
+    result = {"case": name, "algo": conv.algo, "path": conv.algo if plan is None else plan["forward"],
+              "plan": None if plan is None else {p: route.impl for p, route in plan.routes.items()},
+              "plan_text": None if plan is None else str(plan)}
     if torch is not None:
         tx = torch.tensor(xh, device=side.device, requires_grad=True)
         tW = torch.tensor(conv.W.get(), device=side.device, requires_grad=True)
@@ -430,12 +433,13 @@ def memoryProbeMain(who, kind, backend, batch):
 
 def _numbaLayer():
     """The threading layer numba's kernels run on, or None without numba."""
-    from minidl.backend.numpy import accel
-    if not accel.enabled:
+    from minidl.backend.numpy import jit
+    from minidl.backend.numpy.elementwise import kernels
+    if not jit.enabled:
         return None
     import numba
     one = np.zeros(1, np.float32)
-    accel.clipForward(one, one, np.float32(0), np.float32(1))     # launches the threads if none ran yet
+    kernels.clipForward(one, one, np.float32(0), np.float32(1))     # launches the threads if none ran yet
     return numba.threading_layer()
 
 
@@ -484,7 +488,7 @@ def main():
                               limits["sgemm_gflops"], limits["copy_gbs"], info["omp_wait_policy"],
                               info["numba_threading_layer"]))
     results = []
-    print("%-18s %-10s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
+    print("%-18s %-12s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
                                                  "% limit"))
     for name, _, kwargs, shape in CONV_CASES:
         if not pick(name):
@@ -493,8 +497,8 @@ def main():
         results.append(r)
         for mode in ("forward", "fwd+bwd"):
             m = r[mode]
-            print("%-18s %-10s %-10s %10.2f %10s %7s %7.0f%% of %s" % (
-                name, r["algo"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
+            print("%-18s %-12s %-10s %10.2f %10s %7s %7.0f%% of %s" % (
+                name, r["path"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
                 100 * m["limit_fraction"], m["limit"]), flush=True)
     for name, kind in MODEL_CASES:
         if not pick(name):
@@ -503,11 +507,11 @@ def main():
         results.append(r)
         for mode in ("inference", "train_step"):
             m = r[mode]
-            print("%-18s %-10s %-10s %10.2f %10s %7s   %.0f img/s (torch %s)" % (
+            print("%-18s %-12s %-10s %10.2f %10s %7s   %.0f img/s (torch %s)" % (
                 name, "b%d" % r["batch"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
                 m["minidl_images_s"], fmt(m["torch_images_s"], "%.0f")), flush=True)
         mem = r["peak_memory_mb"]
-        print("%-18s %-10s %-10s %10.1f %10s %7s   peak MB of a training step" % (
+        print("%-18s %-12s %-10s %10.1f %10s %7s   peak MB of a training step" % (
             name, "", "memory", mem["minidl"], fmt(mem.get("torch"), "%.1f"), fmt(r["memory_ratio"])), flush=True)
     for name, rule in OPTIM_CASES:
         if not pick(name):
@@ -516,10 +520,15 @@ def main():
         results.append(r)
         for mode in ("local", "global"):
             m = r[mode]
-            print("%-18s %-10s %-10s %10.2f %10s %7s" % (name, mode, "step", m["minidl_ms"], fmt(m["torch_ms"]),
+            print("%-18s %-12s %-10s %10.2f %10s %7s" % (name, mode, "step", m["minidl_ms"], fmt(m["torch_ms"]),
                                                         fmt(m["ratio"])), flush=True)
-        print("%-18s %-10s %-10s %10s %10s %7.2f   global/local, %d Variables" % (
+        print("%-18s %-12s %-10s %10s %10s %7.2f   global/local, %d Variables" % (
             name, "", "ratio", "", "", r["global_over_local"], r["variables"]), flush=True)
+    plans = [r for r in results if r.get("plan_text")]
+    if plans:
+        print("\nrouting plans of the conv cases (minidl/backend/numpy/routing.py):")
+        for r in plans:
+            print("%s: %s" % (r["case"], r["plan_text"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "results": results}, f, indent=2)

@@ -15,7 +15,7 @@ import pytest
 import minidl.backend as B
 import minidl.backend.numpy as nb
 from gradcheck import assertClose
-from minidl.backend.numpy import accel, depthwiseflat, gemm
+from minidl.backend.numpy import gemm, jit, routing
 
 INF = np.inf
 # NumPy warns on arithmetic that makes a NaN ("invalid value encountered"); here that is the point
@@ -36,10 +36,10 @@ def _numpyBackend(monkeypatch):
 def path(request, monkeypatch):
     """Each test once with the numba kernels and once on the pure-NumPy paths."""
     if request.param == "numba":
-        if not accel.enabled:
+        if not jit.enabled:
             pytest.skip("numba not installed (or MINIDL_NUMBA=0)")
     else:
-        monkeypatch.setattr(accel, "enabled", False)
+        monkeypatch.setattr(jit, "enabled", False)
     return request.param
 
 
@@ -189,11 +189,11 @@ def _checkConvFamily(calls, xs, ws, stride, pad, dil, groups, which, kind):
 
 
 @pytest.fixture
-def winogradCalls(monkeypatch, route):
+def winogradCalls(monkeypatch, planThreshold, route):
     """Route every stride-1 3x3 conv with numba through Winograd when the case is for Winograd, and
     none otherwise; count the calls."""
-    from minidl.backend.numpy import winograd
-    monkeypatch.setattr(winograd, "MIN_MAPS", 1 if route == "winograd" else 1 << 30)
+    from minidl.backend.numpy.conv import plan, winograd
+    planThreshold(plan, "WINOGRAD_MIN_MAPS", 1 if route == "winograd" else 1 << 30)
     calls = []
     real = winograd.conv2d
     monkeypatch.setattr(winograd, "conv2d", lambda *a: calls.append(1) or real(*a))
@@ -204,10 +204,12 @@ def winogradCalls(monkeypatch, route):
 @pytest.mark.parametrize("which", ["x", "dy", "W"])
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil,groups,route", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_conv_non_finite(path, winogradCalls, name, xs, ws, stride, pad, dil, groups, route, which, kind):
-    from minidl.backend.numpy.conv import _Geometry
     if path == "numba" and route in ("image", "flat", "wide"):
-        geo = _Geometry(xs, ws, stride, pad, dil, groups)
-        assert route == ("flat" if geo.flat else "wide" if geo.wide else "image"), "the case changed path"
+        taken = routing.plan("general", xs, ws, stride, pad, dil, groups).summary()
+        form = {"image": "im2col", "flat": "im2col-flat", "wide": "im2col-wide"}[route]
+        assert taken == "/".join([form] * 3), "the case changed path: %s" % taken
+    if path == "numba" and route == "winograd":
+        assert routing.plan("general", xs, ws, stride, pad, dil, groups)["forward"] == "winograd"
     _checkConvFamily(_convCall(route, xs, ws, stride, pad, dil, groups), xs, ws, stride, pad, dil, groups, which,
                      kind)
     if route == "winograd":
@@ -230,7 +232,8 @@ DEPTHWISE_CASES = [
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil,route", DEPTHWISE_CASES, ids=[c[0] for c in DEPTHWISE_CASES])
 def test_depthwise_non_finite(path, name, xs, ws, stride, pad, dil, route, which, kind):
     if path == "numba":
-        assert depthwiseflat.applies(xs, np.empty(ws), stride, pad, dil) == (route == "flat"), "the case changed path"
+        taken = routing.plan("depthwise", xs, ws, stride, pad, dil)["forward"]
+        assert taken == route, "the case changed path: %s" % taken
     h = dict(stride=stride, pad=pad, dilation=dil)
     calls = (lambda x, W, b: nb.depthwiseConv2d(x, W, b, **h),
              lambda dy, W: nb.depthwiseConv2dBackwardData(dy, W, xs, **h),
@@ -269,9 +272,9 @@ def refBatchNorm(x, scale, bias, eps, dy, useBatchStats, mean=None, var=None):
 
 
 @pytest.fixture(params=["channel-major", "image-major"])
-def bnOrder(request, monkeypatch):
+def bnOrder(request, planThreshold):
     import minidl.backend.numpy.batchnorm as bnmod
-    monkeypatch.setattr(bnmod, "IMAGE_MAJOR_MAX_L", 0 if request.param == "channel-major" else 1 << 30)
+    planThreshold(bnmod, "IMAGE_MAJOR_MAX_L", 0 if request.param == "channel-major" else 1 << 30)
     return request.param
 
 
@@ -284,6 +287,8 @@ def test_batchnorm_non_finite(path, bnOrder, which, kind):
     dy = rng.standard_normal(xs).astype(np.float32)
     scale = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
     bias = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    if path == "numba":
+        assert routing.plan("batchnorm", xs)["train"] == bnOrder, "the case changed path"
     if which == "x":
         x = poisoned(x, kind, [(0, 0, 0, 0), (3, 2, 4, 5)])    # channels 0 and 2; channel 1 stays finite
     elif which == "dy":

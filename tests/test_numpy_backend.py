@@ -13,7 +13,7 @@ import pytest
 import minidl.backend as B
 import minidl.backend.numpy as nb
 from gradcheck import assertClose
-from minidl.backend.numpy import accel, depthwiseflat
+from minidl.backend.numpy import jit, routing
 from minidl.backend.numpy.array import Workspace
 
 
@@ -233,7 +233,7 @@ CONV_CASES = [
     # planes large enough that a channel splits into several blocks of images, the last one partial
     ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
-    # small maps at stride 1 with "same" padding take the flat kernels (depthwiseflat.py): 1x1 maps
+    # small maps at stride 1 with "same" padding take the flat kernels (depthwise/flat.py): 1x1 maps
     # (every tap but the centre reads padding), channels split into blocks with a partial last one,
     # kernels with unequal sides, dilation
     ("dw_flat_1x1", (2, 3, 1, 1), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
@@ -257,14 +257,14 @@ CONV_CASES = [
 @pytest.fixture
 def numbaAndNumpy(monkeypatch):
     """Run a function with the numba kernels and again with the NumPy paths."""
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): the NumPy paths are the only ones")
 
     def both(fn):
         fast = fn()
-        monkeypatch.setattr(accel, "enabled", False)
+        monkeypatch.setattr(jit, "enabled", False)
         slow = fn()
-        monkeypatch.setattr(accel, "enabled", True)
+        monkeypatch.setattr(jit, "enabled", True)
         return fast, slow
     return both
 
@@ -275,8 +275,13 @@ def _copy(r):
 
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, name, xs, ws, stride, pad, dil):
-    flat = depthwiseflat.applies(xs, np.empty(ws), stride, pad, dil)
+    plan = routing.plan("depthwise", xs, ws, stride, pad, dil)
+    flat = plan["forward"] == "flat"
     assert flat == (name == "dw" or name.startswith("dw_flat")), "the case no longer takes the kernels it names"
+    if not flat:
+        assert plan.summary().startswith("tall/tall-"), plan.summary()
+    if name == "dw_same_x2_s2":
+        assert plan["backward"] == "tall-fused", plan.summary()
     x = np.random.randn(*xs).astype(np.float32)
     W = np.random.randn(*ws).astype(np.float32)
     b = np.random.randn(1, ws[0], 1, 1).astype(np.float32)
@@ -335,7 +340,7 @@ def test_tap_ranges_against_enumeration(insize, size, stride, pad, dilation):
 
 
 FLAT_CASES = [
-    # stride 1 with "same" padding: the flat columns (accel.im2colFlat), fewer than Winograd's maps
+    # stride 1 with "same" padding: the flat columns (conv/columns.py), fewer than Winograd's maps
     # (x shape, W shape, pad, dilation, groups)
     ("3x3", (2, 4, 5, 7), (6, 4, 3, 3), (1, 1), (1, 1), 1),
     ("5x3_dilated_groups", (2, 6, 9, 8), (4, 3, 5, 3), (4, 2), (2, 2), 2),
@@ -348,11 +353,11 @@ FLAT_CASES = [
 @pytest.mark.parametrize("name,xs,ws,pad,dil,groups", FLAT_CASES, ids=[c[0] for c in FLAT_CASES])
 def test_flat_columns_conv_against_naive_loops(name, xs, ws, pad, dil, groups):
     """The general conv's three passes on the flat columns, against the naive loops."""
-    from minidl.backend.numpy.conv import _Geometry
     from reference import naiveConv2d
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no flat columns")
-    assert _Geometry(xs, ws, (1, 1), pad, dil, groups).flat, "the case no longer takes the flat columns"
+    plan = routing.plan("general", xs, ws, 1, pad, dil, groups)
+    assert plan.summary() == "im2col-flat/im2col-flat/im2col-flat", "the case no longer takes the flat columns"
     x = np.random.randn(*xs).astype(np.float32)
     W = np.random.randn(*ws).astype(np.float32)
     b = np.random.randn(1, ws[0], 1, 1).astype(np.float32)
@@ -379,13 +384,14 @@ WGRAD_CASES = [
 def test_conv_weight_and_bias_gradients_against_naive_loops(name, xs, ws, stride, groups, copies):
     """conv2dBackwardParams on both of its GEMM orientations (dy^T copied or not), accumulating onto
     existing values, against the naive loops."""
-    from minidl.backend.numpy.conv import _Geometry
     from reference import naiveConv2d
-    geo = _Geometry(xs, ws, (stride, stride), (1, 1), (1, 1), groups)
-    assert geo.copyGradT == copies, "the case no longer takes the path it names"
+    plan = routing.plan("general", xs, ws, stride, 1, 1, groups)
+    if jit.enabled:
+        assert plan.copyGradT == copies, "the case no longer takes the path it names"
+    ho, wo = plan.outsize
     x = np.random.randn(*xs).astype(np.float32)
     W = np.random.randn(*ws).astype(np.float32)
-    dy = np.random.randn(xs[0], ws[0], geo.ho, geo.wo).astype(np.float32)
+    dy = np.random.randn(xs[0], ws[0], ho, wo).astype(np.float32)
     _, _, dW, db = naiveConv2d(x, W, None, stride, 1, 1, groups, dy=dy)
     wg, bg = np.ones_like(W), np.ones((1, ws[0], 1, 1), np.float32)
     nb.conv2dBackwardParams(x, dy, wg, bg, (stride, stride), (1, 1), (1, 1), groups)
@@ -395,9 +401,10 @@ def test_conv_weight_and_bias_gradients_against_naive_loops(name, xs, ws, stride
 
 @pytest.mark.parametrize("order", ["channel-major", "image-major"])
 @pytest.mark.parametrize("useBatchStats", [True, False], ids=["train", "eval"])
-def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, monkeypatch, useBatchStats, order):
+def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, planThreshold, useBatchStats, order):
     import minidl.backend.numpy.batchnorm as bnmod
-    monkeypatch.setattr(bnmod, "IMAGE_MAJOR_MAX_L", 0 if order == "channel-major" else 1 << 30)
+    planThreshold(bnmod, "IMAGE_MAJOR_MAX_L", 0 if order == "channel-major" else 1 << 30)
+    assert routing.plan("batchnorm", (4, 3, 5, 5))["train"] == order
     x = (np.random.randn(4, 3, 5, 5) * 2 + 1).astype(np.float32)
     scale = np.random.randn(1, 3, 1, 1).astype(np.float32)
     bias = np.random.randn(1, 3, 1, 1).astype(np.float32)
@@ -432,7 +439,7 @@ def test_layer_suites_pass_on_the_pure_numpy_path():
     suites must pass there too, against the same naive references."""
     import subprocess
     import sys
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba is not in use here, so the whole suite already ran on the NumPy paths")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, MINIDL_NUMBA="0", MINIDL_BACKEND="numpy")
@@ -451,31 +458,31 @@ def test_layer_suites_pass_on_the_pure_numpy_path():
     (True, "PASSIVE", "omp", "PASSIVE"),
 ])
 def test_threading_layer_choice(monkeypatch, loaded, policy, layer, after):
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0)")
-    monkeypatch.setattr(accel, "_openmpLoaded", lambda: loaded)
+    monkeypatch.setattr(jit, "_openmpLoaded", lambda: loaded)
     if policy is None:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     else:
         monkeypatch.setenv("OMP_WAIT_POLICY", policy)
-    assert accel._threadingLayer() == layer
+    assert jit._threadingLayer() == layer
     assert os.environ.get("OMP_WAIT_POLICY") == after
 
 
 @pytest.mark.parametrize("l", [6, 300], ids=["chunked", "direct"])
 def test_batch_gemms_match_einsum(monkeypatch, l):
-    """batchGram / batchLeft against float64 einsum; a tiny chunk budget forces several chunks per
-    thread, the last one partial."""
-    from minidl.backend.numpy import gemm
-    monkeypatch.setattr(gemm, "CHUNK_BYTES", 4 * 12 * l * 3)    # 3 images per chunk: (5 + 7) rows of l
+    """batchGram / batchLeft against float64 einsum; a chunk of 3 images gives several chunks per
+    thread, the last one partial; the plan chooses chunks exactly for short maps."""
+    from minidl.backend.numpy.conv import plan, pointwise
+    chunk = 1 if l >= plan.DIRECT_MIN_L else 3
     n, m, p = 11, 5, 7
     a = np.random.randn(n, m, l).astype(np.float32)
     b = np.random.randn(n, p, l).astype(np.float32)
-    for u, v in ((a, b), (b, a)):     # fewer rows first (computed transposed), then more rows first
-        gram = gemm.batchGram(u, v, np.empty((u.shape[1], v.shape[1]), np.float32))
+    for u, v in ((a, b), (b, a)):     # fewer rows first, then more rows first
+        gram = pointwise.batchGram(u, v, np.empty((u.shape[1], v.shape[1]), np.float32), chunk)
         assertClose(gram, np.einsum("nml,npl->mp", u.astype(np.float64), v), 1e-4, 1e-4, "batchGram")
     w = np.random.randn(p, m).astype(np.float32)
-    left = gemm.batchLeft(w, a, np.empty((n, p, l), np.float32))
+    left = pointwise.batchLeft(w, a, np.empty((n, p, l), np.float32), chunk)
     assertClose(left, np.einsum("pm,nml->npl", w.astype(np.float64), a), 1e-4, 1e-4, "batchLeft")
 
 
@@ -498,17 +505,18 @@ WINOGRAD_CASES = [
 @pytest.fixture
 def winograd():
     """The Winograd module, or a skip where numba is not in use (no Winograd path then)."""
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no Winograd path")
-    import minidl.backend.numpy.winograd as wmod
+    import minidl.backend.numpy.conv.winograd as wmod
     return wmod
 
 
 @pytest.fixture
-def winogradEverywhere(monkeypatch, winograd):
+def winogradEverywhere(monkeypatch, planThreshold, winograd):
     """Route every stride-1 3x3 conv of the NumPy backend through Winograd, and count the calls."""
+    from minidl.backend.numpy.conv import plan
     wmod = winograd
-    monkeypatch.setattr(wmod, "MIN_MAPS", 1)
+    planThreshold(plan, "WINOGRAD_MIN_MAPS", 1)
     calls = []
     real = wmod.conv2d
     monkeypatch.setattr(wmod, "conv2d", lambda *a: calls.append(1) or real(*a))
@@ -540,20 +548,24 @@ def test_winograd_conv_gradients_match_finite_differences(winogradEverywhere):
     assert winogradEverywhere
 
 
-def test_winograd_threshold_and_im2col_agree(monkeypatch, winograd):
+def test_winograd_threshold_and_im2col_agree(planThreshold, winograd):
     """At the real threshold, a 32 -> 32 conv takes Winograd and equals the im2col path; grouped convs
     with fewer maps per group, other strides and other kernel sizes stay on im2col."""
-    wmod = winograd
-    assert wmod.applies((32, 32, 3, 3), (1, 1), 1)
-    assert not wmod.applies((64, 16, 3, 3), (1, 1), 4)
-    assert not wmod.applies((32, 32, 3, 3), (2, 2), 1)
-    assert not wmod.applies((32, 32, 5, 5), (1, 1), 1)
+    from minidl.backend.numpy.conv import plan
+
+    def forward(ws, stride, groups):
+        return routing.plan("general", (3, ws[1] * groups, 10, 9), ws, stride, 1, 1, groups)["forward"]
+    assert forward((32, 32, 3, 3), 1, 1) == "winograd"
+    assert forward((64, 16, 3, 3), 1, 4) != "winograd"
+    assert forward((32, 32, 3, 3), 2, 1) != "winograd"
+    assert forward((32, 32, 5, 5), 1, 1) != "winograd"
     x = np.random.randn(3, 32, 10, 9).astype(np.float32)
     W = (np.random.randn(32, 32, 3, 3) / 17).astype(np.float32)
     h = dict(stride=(1, 1), pad=(2, 1), dilation=(2, 1), groups=1)
     y = _copy(nb.conv2d(x, W, None, **h))
     dy = np.random.randn(*y.shape).astype(np.float32)
     dx = _copy(nb.conv2dBackwardData(dy, W, x.shape, **h))
-    monkeypatch.setattr(wmod, "MIN_MAPS", 1 << 30)
+    planThreshold(plan, "WINOGRAD_MIN_MAPS", 1 << 30)
+    assert routing.plan("general", x.shape, W.shape, 1, (2, 1), (2, 1), 1)["forward"] != "winograd"
     assertClose(y, _copy(nb.conv2d(x, W, None, **h)), 1e-5, 1e-5, "forward vs im2col")
     assertClose(dx, _copy(nb.conv2dBackwardData(dy, W, x.shape, **h)), 1e-5, 1e-5, "input gradient vs im2col")

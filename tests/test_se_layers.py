@@ -233,11 +233,11 @@ def test_may_share_memory(backend):
 
 @pytest.mark.parametrize("kind", [hardSigmoid, hardSwish])
 def test_numba_kernels_equal_the_numpy_formulas(monkeypatch, kind):
-    """The NumPy backend's compiled loops (minidl/backend/numpy/hardact.py) against its NumPy formulas,
+    """The NumPy backend's compiled loops (minidl/backend/numpy/elementwise/kernels.py) against its NumPy formulas,
     kinks, infinities and NaN included, in place too."""
     import minidl.backend.numpy as nb
-    from minidl.backend.numpy import accel
-    if not accel.enabled:
+    from minidl.backend.numpy import jit, routing
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): the NumPy formulas are the only path")
     x = _withKinks((3, 700), seed=4) * np.float32(1.5)
     x.reshape(-1)[:6] = _withKinks((6,))[:6]
@@ -246,11 +246,12 @@ def test_numba_kernels_equal_the_numpy_formulas(monkeypatch, kind):
     dy.reshape(-1)[10] = np.nan
     runs = []
     for enabled in (True, False):
-        monkeypatch.setattr(accel, "enabled", enabled)
+        monkeypatch.setattr(jit, "enabled", enabled)
+        assert routing.plan("activation", kind)["forward"] == ("kernel" if enabled else "numpy")
         y = np.array(nb.activation(x, kind, 0.0, 0.0))
         runs.append((y, np.array(nb.activationBackward(x, y, dy, kind, 0.0, 0.0))))
         inplace = x.copy()
         assert np.array_equal(np.array(nb.activation(inplace, kind, 0.0, 0.0, out=inplace)), y, equal_nan=True)
-    monkeypatch.setattr(accel, "enabled", True)
+    monkeypatch.setattr(jit, "enabled", True)
     (yf, dxf), (ys, dxs) = runs
     assert np.array_equal(yf, ys, equal_nan=True) and np.array_equal(dxf, dxs, equal_nan=True)

@@ -5,7 +5,7 @@ numba fixes its threading layer once per process, so each layer runs in a subpro
 NUMBA_THREADING_LAYER, or chosen by minidl (workqueue when another library loaded OpenMP first, as
 `import sklearn.cluster` does, or under OMP_WAIT_POLICY=active). The workqueue layer aborts the
 process (SIGABRT, "Concurrent access has been detected") when two threads launch parallel kernels
-at once; minidl serialises its launches there (accel.py).
+at once; minidl serialises its launches there (jit.py).
 """
 
 import os
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import jit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,7 +84,7 @@ LAYERS = [
 
 @pytest.mark.parametrize("name,extra,layer", LAYERS, ids=[c[0] for c in LAYERS])
 def test_two_threads_train_separate_models(name, extra, layer):
-    if not accel.enabled:
+    if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no threading layer")
     if name == "openmp-first":
         pytest.importorskip("sklearn.cluster")

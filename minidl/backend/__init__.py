@@ -28,9 +28,10 @@ def _loadCuda():
 def _load(name):
     if name == "numpy":
         module = importlib.import_module("minidl.backend.numpy")
-        from minidl.backend.numpy import accel, notices
-        if not accel.enabled:
-            notices.withoutKernels(accel.disabledBy)    # once per process (MINIDL_QUIET=1: never)
+        from minidl.backend.numpy import jit, notices
+        if not jit.enabled:
+            notices.withoutKernels(jit.disabledBy)    # once per process (MINIDL_QUIET=1: never)
+        jit.configure()     # process-wide thread settings, now that this backend is chosen
         return module
     if name == "cuda":
         return _loadCuda()

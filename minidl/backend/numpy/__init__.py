@@ -1,6 +1,17 @@
-"""The NumPy backend: the embedded default, complete for every op in
-``minidl.backend.interface``. Each op's implementation lives in the file named
-after its family (conv.py, depthwise.py, pool.py, ...)."""
+"""The NumPy backend: the embedded default, complete for every op in ``minidl.backend.interface``.
+
+Read top to bottom, the folder is:
+- the shared pieces: array.py (arrays, the workspace pool), jit.py (numba set-up: whether the
+  kernels are on, compile options, threads), gemm.py (GEMMs and the threads that run per-image
+  work), windows.py (windows and padding of maps), bias.py, routing.py (plans: which implementation
+  an op runs for a geometry, and why), notices.py (what minidl says on stderr about compiling);
+- one file or package per op family, each holding its NumPy reference beside its numba kernels:
+  conv/ (general and pointwise convolution: im2col columns, Winograd, GEMMs), depthwise/,
+  deconv.py, batchnorm/, pool.py, elementwise/ (activations, dropout, softmax), mul.py, resample.py
+  (upsampling, padding), dense.py (Linear), norm.py, cost.py, optim.py with optimkernels.py.
+Families with more than one implementation choose in their planner (conv/plan.py,
+depthwise/plan.py, batchnorm/, elementwise/): ``routing.plan(family, ...)`` names the choice.
+"""
 
 from minidl.backend.numpy.array import (  # noqa: F401
     ArrayType, HostArray, addArrays, axpy, concat, copy, empty, isArray, mayShareMemory, split, to_gpu, zeros,

@@ -153,8 +153,21 @@ workspace = Workspace(workspaceLimit())
 
 def allFinite(a):
     """Whether every element of a is finite: for the small arrays (weights, per-channel sums) a
-    kernel's result is checked by before it is trusted (see accel.py on non-finite values)."""
+    kernel's result is checked by before it is trusted (see jit.py on non-finite values)."""
     return bool(np.isfinite(a).all())
+
+
+def contiguous(a):
+    """A C-contiguous plain ndarray view of a, what the kernels take (copied only when it is not)."""
+    return np.ascontiguousarray(np.asarray(a))
+
+
+_EMPTY = np.empty(0, dtype=np.float32)
+
+
+def vectorOrEmpty(a):
+    """A bias or its gradient as a flat array, a size-0 one for None: the kernels test the size."""
+    return _EMPTY if a is None else np.asarray(a).reshape(-1)
 
 
 def new(shape, dtype=np.float32):

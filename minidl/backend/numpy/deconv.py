@@ -1,28 +1,29 @@
 """Transposed 2-D convolution on the NumPy backend, through the convolution's own passes.
 
 A transposed conv from x (N, C, H, W) to y (N, O, Ho, Wo) with W (C, O/G, kh, kw) is the
-backward-data pass of the conv from y's shape to x's with the same W (conv.py's layout: C output
+backward-data pass of the conv from y's shape to x's with the same W (conv/'s layout: C output
 maps, O/G input maps per group). So:
 - forward: conv2dBackwardData(x, W, y's shape) (GEMM, then col2im), plus the bias;
 - backward-data: conv2d(dy, W) (im2col, then GEMM);
 - backward-params: conv2dBackwardParams with input and output gradient swapped (dy the conv's
   input, x its output gradient): dW[c, o, i, j] = sum of x[n, c, iy, ix] * dy[n, o, iy*sh - ph +
   i*dh, ix*sw - pw + j*dw]; the bias gradient sums dy.
-Each takes conv.py's fast paths (numba im2col/col2im, Winograd) as conv.py chooses them.
+Each takes the conv's fast paths (numba im2col/col2im, Winograd) as conv/plan.py chooses them.
 
 One geometry does not fit: postpad >= stride (PyTorch allows it where dilation > stride), where
 the conv from (Ho, Wo) has more outputs than x has pixels (shapes.conformsToConv). There
 backward-data drops conv2d's extra rows and columns, and forward and backward-params run the
-im2col / col2im of conv.py's NumPy reference path at the explicit sizes.
+im2col / col2im of the conv's NumPy reference path at the explicit sizes.
 """
 
 import numpy as np
 
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.conv import (
-    accBiasGrad, addBias, conv2d, conv2dBackwardData, conv2dBackwardParams, im2col, tapSlice, unpadded,
-)
+from minidl.backend.numpy.bias import accBiasGrad, addBias
+from minidl.backend.numpy.conv import conv2d, conv2dBackwardData, conv2dBackwardParams
+from minidl.backend.numpy.conv.columns import im2col
 from minidl.backend.numpy.gemm import matmul
+from minidl.backend.numpy.windows import tapSlice, unpadded
 from minidl.shapes import conformsToConv, deconv2dOutShape
 
 

@@ -1,7 +1,7 @@
-"""Batched matrix products for the NumPy backend.
+"""Batched matrix products, and the threads that run them, for the NumPy backend.
 
-``matmul(a, b, out)`` is ``np.matmul`` into ``out``. When the
-numba kernels are active (accel.enabled) and threadpoolctl is installed, the
+``matmul(a, b, out)`` is ``np.matmul`` into ``out``; ``overBatch`` runs any per-image work on the
+GEMM threads. When the numba kernels are active (jit.enabled) and threadpoolctl is installed, the
 work is split over a few Python threads (NumPy releases the GIL inside
 matmul) while numpy's BLAS is pinned to one thread for the call. Why: a
 multi-threaded OpenBLAS call leaves its worker threads spinning for a while
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import jit
 
 _state = {}
 _lock = threading.Lock()
@@ -38,13 +38,13 @@ def _setup():
 def _decideSplit():
     if "split" not in _state:
         split = None
-        if accel.enabled:
+        if jit.enabled:
             try:
                 from threadpoolctl import ThreadpoolController
                 allBlas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
                 # numpy's own BLAS when it can be told apart (torch may load another)
                 blas = [c for c in allBlas if "numpy" in c.filepath.replace("\\", "/")] or allBlas
-                parts = accel.numThreads()
+                parts = jit.numThreads()
                 if blas and parts > 1:
                     split = (blas, ThreadPoolExecutor(parts - 1, thread_name_prefix="minidl-gemm"), parts)
             except ImportError:
@@ -128,91 +128,3 @@ def matmul(a, b, out):
     overBatch(out.shape[0], piece)
     return out
 
-
-# bytes of the map-major copies of one chunk of images: small enough to stay in a core's L2
-CHUNK_BYTES = 1 << 20
-# maps of at least this many pixels go image by image, straight from the operands
-DIRECT_MIN_L = 256
-
-
-def _imagesPerChunk(n, rows, l):
-    """Images per chunk when `rows` rows of l floats are copied per image (at least 1, at most n)."""
-    return max(1, min(n, CHUNK_BYTES // (4 * rows * l)))
-
-
-def _mapMajor(buf, images):
-    """Copy images (k', R, L) into buf (R, k, L), k' <= k; returns the (R, k'*L) matrix they fill."""
-    r, k, l = buf.shape
-    count = images.shape[0]
-    np.copyto(buf[:, :count], images.transpose(1, 0, 2))
-    return buf.reshape(r, k * l)[:, :count * l]
-
-
-def batchGram(a, b, out):
-    """out (M, P) = sum over n of a[n] @ b[n]^T, for a (N, M, L) and b (N, P, L); returns out.
-
-    The batch is contracted inside the GEMM rather than summed afterwards: each thread takes a
-    share of the images and, a few images at a time, copies them map-major ((M, k*L) and (P, k*L),
-    cache-sized) so one GEMM contracts over k*L at once, adding into its own partial sum. This
-    avoids both an (N, M, P) intermediate summed on one core and GEMMs with a short inner
-    dimension (L is 16 for a 4x4 map). Long maps skip the copies: one GEMM per image, read in place.
-    """
-    a, b = np.asarray(a), np.asarray(b)
-    n, m, l = a.shape
-    p = b.shape[1]
-    if m < p:
-        # OpenBLAS ran big @ small^T 10-30% faster than small @ big^T on these shapes (measured on
-        # MobileNetV2's projection layers): compute the transpose and copy it back
-        np.copyto(out, batchGram(b, a, np.empty((p, m), np.float32)).T)
-        return out
-    k = _imagesPerChunk(n, m + p, l)
-
-    def direct(t, lo, hi):
-        acc = np.zeros((m, p), np.float32)
-        tmp = np.empty((m, p), np.float32)
-        for i in range(lo, hi):
-            np.matmul(a[i], b[i].T, out=tmp)
-            acc += tmp
-        return acc
-
-    def chunked(t, lo, hi):
-        abuf, bbuf = np.empty((m, k, l), np.float32), np.empty((p, k, l), np.float32)
-        acc = np.zeros((m, p), np.float32)
-        tmp = np.empty((m, p), np.float32)
-        for s in range(lo, hi, k):
-            e = min(hi, s + k)
-            np.matmul(_mapMajor(abuf, a[s:e]), _mapMajor(bbuf, b[s:e]).T, out=tmp)
-            acc += tmp
-        return acc
-
-    # a long map already gives each image's GEMM a long inner dimension: no copies needed
-    partials = overBatch(n, direct if l >= DIRECT_MIN_L else chunked)
-    np.copyto(out, partials[0])
-    for part in partials[1:]:
-        out += part
-    return out
-
-
-def batchLeft(w, x, out):
-    """out[n] = w @ x[n] for w (M, C), x (N, C, L), out (N, M, L); returns out.
-
-    Short maps are multiplied a few images at a time through map-major copies ((C, k*L) in,
-    (M, k*L) out, cache-sized), so each GEMM is k*L wide rather than L (16 for a 4x4 map), the
-    width a GEMM needs to run near its peak; long maps go straight to one GEMM per image.
-    """
-    w, x = np.asarray(w), np.asarray(x)
-    n, c, l = x.shape
-    m = w.shape[0]
-    if l >= DIRECT_MIN_L:
-        return matmul(w, x, out)
-    k = _imagesPerChunk(n, m + c, l)
-
-    def piece(t, lo, hi):
-        xbuf, ybuf = np.empty((c, k, l), np.float32), np.empty((m, k, l), np.float32)
-        for s in range(lo, hi, k):
-            e = min(hi, s + k)
-            np.matmul(w, _mapMajor(xbuf, x[s:e]), out=ybuf.reshape(m, k * l)[:, :(e - s) * l])
-            np.copyto(out[s:e].transpose(1, 0, 2), ybuf[:, :e - s])
-
-    overBatch(n, piece)
-    return out

@@ -4,7 +4,7 @@ most once per process.
 - COMPILING, just before numba compiles the first of minidl's kernels whose machine code is not
   in numba's disk cache: the first run after installing or updating minidl (or with a new
   NUMBA_CACHE_DIR). Later runs load every kernel from the cache and print nothing. Where numba
-  finds no writable cache folder (accel.CACHE is False), COMPILING_UNCACHED, in every run.
+  finds no writable cache folder (jit.CACHE is False), COMPILING_UNCACHED, in every run.
 - WITHOUT_KERNELS, when the NumPy backend is selected and the kernels are off: numba missing (or
   failing to import), or MINIDL_NUMBA=0. Every op still works through plain NumPy, only slower.
 
@@ -13,7 +13,7 @@ both; nothing else changes.
 
 How a cache miss is seen: numba triggers its "numba:compile" event after looking in the disk
 cache and finding nothing, right before it compiles (a kernel loaded from the cache triggers
-none). A listener registered when accel.py loads hears exactly those compiles, so a kernel call
+none). A listener registered when jit.py loads hears exactly those compiles, so a kernel call
 costs nothing extra, first call or later.
 
 The figures quoted were measured on a 2-core machine (README, "Speed on the CPU"): the kernels
@@ -58,7 +58,7 @@ def say(key, text):
 
 
 def withoutKernels(reason):
-    """WITHOUT_KERNELS, once, with the reason the kernels are off (accel.disabledBy) and the remedy."""
+    """WITHOUT_KERNELS, once, with the reason the kernels are off (jit.disabledBy) and the remedy."""
     remedy = "unsetting MINIDL_NUMBA" if reason == "MINIDL_NUMBA=0" else "pip install 'minidl[fast]'"
     say("without", WITHOUT_KERNELS % (reason, remedy))
 
@@ -67,7 +67,7 @@ def watchCompiles(cached):
     """Print COMPILING (COMPILING_UNCACHED where the kernels have no disk cache: not cached) before
     numba's first compile of one of minidl's functions in this process.
 
-    Registered once, when accel.py loads with numba; its callbacks run only when numba compiles.
+    Registered once, when jit.py loads with numba; its callbacks run only when numba compiles.
     """
     if _watching:
         return

@@ -1,4 +1,4 @@
-"""numba kernels for the optimizer rules (optional, as minidl/backend/numpy/accel.py).
+"""numba kernels for the optimizer rules (optional; see jit.py).
 
 Each rule is one parallel pass over the parameter, gradient and state, with no
 temporaries: the NumPy formulas in optim.py make five to eight whole-array
@@ -23,85 +23,90 @@ import types
 
 import numpy as np
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import jit
+from minidl.backend.numpy.jit import prange
 
-enabled = accel.enabled
+enabled = jit.enabled
 
 PARALLEL_MIN = 1 << 16
 
-if enabled:
-    from numba import njit, prange
 
-    def _twice(fn):
-        """fn compiled serial (prange runs as range) and parallel; the size picks one per call."""
-        # a copy under its own name: numba's disk cache is keyed by the function's qualified name,
-        # so the two builds of one function would load each other's code
-        copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "Serial")
-        copy.__qualname__ = fn.__qualname__ + "Serial"
-        # no fast-math: these loops are memory-bound, and exact IEEE steps make each kernel round
-        # exactly as optim.py's NumPy formulas do (tested bit for bit)
-        serial = njit(cache=accel.CACHE, fastmath=False, nogil=True)(copy)
-        wide = accel._serialised(njit(parallel=True, cache=accel.CACHE, fastmath=False, nogil=True)(fn))
+def _twice(fn):
+    """fn compiled serial (prange runs as range) and parallel; the size picks one per call."""
+    # a copy under its own name: numba's disk cache is keyed by the function's qualified name,
+    # so the two builds of one function would load each other's code
+    copy = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "Serial")
+    copy.__qualname__ = fn.__qualname__ + "Serial"
+    # no fast-math: these loops are memory-bound, and exact IEEE steps make each kernel round
+    # exactly as optim.py's NumPy formulas do (tested bit for bit)
+    serial = jit.serialExact(copy)
+    wide = jit.parallelExact(fn)
 
-        def launch(param, *args):
-            return (wide if param.size >= PARALLEL_MIN else serial)(param, *args)
-        launch.__name__, launch.__doc__ = fn.__name__, fn.__doc__
-        return launch
+    def launch(param, *args):
+        return (wide if param.size >= PARALLEL_MIN else serial)(param, *args)
+    launch.__name__, launch.__doc__ = fn.__name__, fn.__doc__
+    return launch
 
-    @_twice
-    def sgd(param, grad, lr, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            param[k] -= lr * g
 
-    @_twice
-    def momentum(param, grad, mom, lr, momRate, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            m = mom[k] * momRate - lr * g
-            mom[k] = m
-            param[k] += m
+@_twice
+def sgd(param, grad, lr, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        param[k] -= lr * g
 
-    @_twice
-    def nesterov(param, grad, mom, lr, momRate, ahead, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            old = mom[k]
-            m = old * momRate - lr * g
-            mom[k] = m
-            param[k] += ahead * m - momRate * old
 
-    @_twice
-    def adam(param, grad, mg, ms, lr, beta1, beta2, c1, c2, epsilon, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            m = mg[k] * beta1 + c1 * g
-            v = ms[k] * beta2 + c2 * g * g
-            mg[k] = m
-            ms[k] = v
-            param[k] -= lr * m / (np.sqrt(v) + epsilon)
+@_twice
+def momentum(param, grad, mom, lr, momRate, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        m = mom[k] * momRate - lr * g
+        mom[k] = m
+        param[k] += m
 
-    @_twice
-    def rmsprop(param, grad, ms, lr, factor, c, epsilon, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            v = ms[k] * factor + c * g * g
-            ms[k] = v
-            param[k] -= lr * g / (np.sqrt(v) + epsilon)
 
-    @_twice
-    def adagrad(param, grad, h, lr, epsilon, wc):
-        decay = wc != 0
-        for k in prange(param.size):
-            g = grad[k] + wc * param[k] if decay else grad[k]
-            v = h[k] + g * g
-            h[k] = v
-            param[k] -= lr * g / (np.sqrt(v) + epsilon)
+@_twice
+def nesterov(param, grad, mom, lr, momRate, ahead, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        old = mom[k]
+        m = old * momRate - lr * g
+        mom[k] = m
+        param[k] += ahead * m - momRate * old
+
+
+@_twice
+def adam(param, grad, mg, ms, lr, beta1, beta2, c1, c2, epsilon, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        m = mg[k] * beta1 + c1 * g
+        v = ms[k] * beta2 + c2 * g * g
+        mg[k] = m
+        ms[k] = v
+        param[k] -= lr * m / (np.sqrt(v) + epsilon)
+
+
+@_twice
+def rmsprop(param, grad, ms, lr, factor, c, epsilon, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        v = ms[k] * factor + c * g * g
+        ms[k] = v
+        param[k] -= lr * g / (np.sqrt(v) + epsilon)
+
+
+@_twice
+def adagrad(param, grad, h, lr, epsilon, wc):
+    decay = wc != 0
+    for k in prange(param.size):
+        g = grad[k] + wc * param[k] if decay else grad[k]
+        v = h[k] + g * g
+        h[k] = v
+        param[k] -= lr * g / (np.sqrt(v) + epsilon)
 
 
 def flat(op, arrays):

@@ -8,14 +8,15 @@ tap.
 import numpy as np
 
 from minidl.backend.numpy.array import host
-from minidl.backend.numpy.conv import outSize, padded, tapSlice, unpadded, windows
+from minidl.backend.numpy.windows import padded, tapSlice, unpadded, windows
+from minidl.shapes import windowOutSize2d
 
 _ONE = (1, 1)
 
 
 def maxPool2d(x, size, stride, pad):
     n, c = x.shape[:2]
-    ho, wo = outSize(x.shape, size, stride, pad, _ONE)
+    ho, wo = windowOutSize2d(x.shape, size, stride, pad, _ONE)
     # -inf padding: a padded position never wins the max
     win = windows(padded(x, pad, -np.inf), size, stride, _ONE, (ho, wo))
     flat = win.reshape(n, c, size[0] * size[1], ho, wo)                 # (N, C, kh*kw, Ho, Wo)
@@ -45,7 +46,7 @@ def _divisor(inshape, size, stride, pad, includePad, outsize):
 
 
 def avgPool2d(x, size, stride, pad, includePad):
-    ho, wo = outSize(x.shape, size, stride, pad, _ONE)
+    ho, wo = windowOutSize2d(x.shape, size, stride, pad, _ONE)
     win = windows(padded(x, pad), size, stride, _ONE, (ho, wo))
     y = win.sum(axis=(2, 3), dtype=np.float32)
     y /= _divisor(x.shape, size, stride, pad, includePad, (ho, wo))

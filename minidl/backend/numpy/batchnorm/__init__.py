@@ -1,7 +1,8 @@
 """Batch normalisation over (N, H, W) per channel on the NumPy backend.
 
 x is (N, C, H, W) (1-D batch norm reshapes (N, C) to (N, C, 1, 1)); scale,
-bias and the statistics are (1, C, 1, 1).
+bias and the statistics are (1, C, 1, 1). ``plan`` below picks, per shape, the
+kernels of kernels.py (channel-major or image-major) or the NumPy formulas here.
 
 Non-finite values: the NumPy formulas below (the textbook ones, x - mean first) are the definition.
 The numba kernels fold each channel into y = x * a + b and dx = dy * a + x * k2 + k3, the same
@@ -13,12 +14,44 @@ when every value summed is. Both checks are over C values.
 
 import numpy as np
 
-from minidl.backend.numpy import accel
+from minidl.backend.numpy import jit
 from minidl.backend.numpy.array import allFinite, host, new
+from minidl.backend.numpy.batchnorm import kernels
+from minidl.backend.numpy.routing import Plan, Route, planner
 
 _AXES = (0, 2, 3)
-# planes shorter than this (in floats) are walked image by image, not channel by channel (accel.py)
+# planes shorter than this (in floats) are walked image by image, not channel by channel (kernels.py)
 IMAGE_MAJOR_MAX_L = 1024
+_FALLBACK = "numpy when the per-channel parameters or sums are not finite"
+
+
+@planner("batchnorm")
+def plan(inshape):
+    """The Plan of batch norm on x of inshape (N, C, H, W): routes train and backward (image-major
+    or channel-major kernels, or numpy), and eval, moments, backwardSums, backwardData (one kernel
+    each, or numpy)."""
+    l = int(np.prod(inshape[2:], dtype=np.int64))
+    passes = ("train", "backward", "eval", "moments", "backwardSums", "backwardData")
+    if not jit.enabled:
+        return Plan("batchnorm", str(inshape), [(p, Route("numpy", "numba is off (%s)" % jit.disabledBy))
+                                                for p in passes])
+    if l < IMAGE_MAJOR_MAX_L:
+        major = Route("image-major", "planes of %d < %d floats: sums image by image, then one affine pass"
+                      % (l, IMAGE_MAJOR_MAX_L), _FALLBACK)
+    else:
+        major = Route("channel-major", "planes of %d >= %d floats: each channel's statistics and affine pass "
+                      "while it sits in cache" % (l, IMAGE_MAJOR_MAX_L), _FALLBACK)
+    sums = Route("channel-sums", "float64 sums image by image", _FALLBACK) if np.prod(inshape) else \
+        Route("numpy", "empty input")
+    affine = Route("affine", "one pass of y = x * a[c] + b[c]", _FALLBACK)
+    return Plan("batchnorm", str(inshape), [("train", major), ("backward", major), ("eval", affine),
+                                            ("moments", sums), ("backwardSums", sums),
+                                            ("backwardData", Route("affine", "one pass of dx = dy * a[c] + x * k2[c]"
+                                                                   " + k3[c]", _FALLBACK))])
+
+
+def _planFor(x):
+    return plan(tuple(x.shape))
 
 
 def _planes(x):
@@ -47,25 +80,26 @@ def _vec(a):
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
 
 
-def _kernelsApply(*perChannel):
-    """Whether the kernels may run: numba on and every per-channel array finite."""
-    return accel.enabled and all(allFinite(a) for a in perChannel)
+def _finite(*perChannel):
+    """Whether every per-channel array is finite: the kernels may run on them."""
+    return all(allFinite(a) for a in perChannel)
 
 
-def _trainKernels(x, scale, bias, epsilon):
+def _trainKernels(route, x, scale, bias, epsilon):
     """(y, mean, var) through the kernels, or None when a channel's statistics are not finite."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     count = x.size // c
     y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
-    if count // n < IMAGE_MAJOR_MAX_L:
-        sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())
+    if route == "image-major":
+        sums = kernels.channelSums(_planes(x), None, None, jit.parallelChunks())
         a, b = np.empty(c, np.float32), np.empty(c, np.float32)
-        accel.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
+        kernels.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
         if not (allFinite(mean64) and allFinite(var64)):
             return None
-        accel.channelAffine(_planes(x), a, b, _planes(y))
+        kernels.channelAffine(_planes(x), a, b, _planes(y))
     else:
-        accel.batchNormTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64, np.float32(epsilon))
+        kernels.channelMajorTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64,
+                                  np.float32(epsilon))
         if not (allFinite(mean64) and allFinite(var64)):
             return None
     return y, mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
@@ -73,7 +107,8 @@ def _trainKernels(x, scale, bias, epsilon):
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
     count = x.size // x.shape[1]
-    result = _trainKernels(x, scale, bias, epsilon) if _kernelsApply(scale, bias) else None
+    route = _planFor(x)["train"]
+    result = _trainKernels(route, x, scale, bias, epsilon) if route != "numpy" and _finite(scale, bias) else None
     if result is not None:
         y, mean, var = result
     else:
@@ -86,28 +121,28 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
 
 def batchNormEval(x, scale, bias, mean, var, epsilon):
     a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
-    if _kernelsApply(a, bias, mean):
+    if _planFor(x)["eval"] != "numpy" and _finite(a, bias, mean):
         y = new(x.shape)
-        accel.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y))
+        kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y))
         return host(y)
     return host((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias))
 
 
-def _backwardKernels(x, dy, scale, mean, var, epsilon, useBatchStats):
+def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats):
     """(dx, dscale, dbias) through the kernels, or None when a channel's sums are not finite."""
-    n, c = x.shape[:2]
+    c = x.shape[1]
     count = x.size // c
     dx, dscale, dbias = new(x.shape), np.empty(c, np.float32), np.empty(c, np.float32)
-    if count // n < IMAGE_MAJOR_MAX_L:
-        sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
+    if route == "image-major":
+        sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks())
         if not allFinite(sums):
             return None
         a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
-        accel.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
+        kernels.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
                                    bool(useBatchStats), a, k2, k3, dscale, dbias)
-        accel.batchNormBackwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
+        kernels.backwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
     else:
-        accel.batchNormBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
+        kernels.channelMajorBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
                                 bool(useBatchStats), _planes(dx), dscale, dbias)
         if not (allFinite(dscale) and allFinite(dbias)):
             return None
@@ -116,8 +151,9 @@ def _backwardKernels(x, dy, scale, mean, var, epsilon, useBatchStats):
 
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
     result = None
-    if _kernelsApply(scale, mean, var):
-        result = _backwardKernels(x, dy, scale, mean, var, epsilon, useBatchStats)
+    route = _planFor(x)["backward"]
+    if route != "numpy" and _finite(scale, mean, var):
+        result = _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats)
     if result is not None:
         return tuple(host(r) for r in result)
     count = x.size // x.shape[1]
@@ -139,8 +175,8 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
 def batchNormMoments(x):
     n, c = x.shape[:2]
     count = x.size // c
-    if accel.enabled and count > 0:
-        sums = accel.channelSums(_planes(x), None, None, accel.parallelChunks())      # (2, C) float64
+    if _planFor(x)["moments"] != "numpy":
+        sums = kernels.channelSums(_planes(x), None, None, jit.parallelChunks())      # (2, C) float64
         mean = sums[0] / count
         var = np.maximum(sums[1] / count - mean * mean, 0.0)   # rounding below zero; NaN stays NaN
         if allFinite(mean) and allFinite(var):
@@ -156,8 +192,8 @@ def batchNormUpdateRunning(runMean, runVar, mean, var, count, factor):
 def batchNormBackwardSums(x, dy, mean, var, epsilon):
     c = x.shape[1]
     invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
-    if _kernelsApply(mean, var) and x.size:
-        sums = accel.channelSums(_planes(x), _planes(dy), _vec(mean), accel.parallelChunks())
+    if _planFor(x)["backwardSums"] != "numpy" and _finite(mean, var):
+        sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks())
         if allFinite(sums):
             dscale = (sums[1] * invStd).astype(np.float32).reshape(1, c, 1, 1)
             return host(dscale), host(sums[0].astype(np.float32).reshape(1, c, 1, 1))
@@ -168,14 +204,14 @@ def batchNormBackwardSums(x, dy, mean, var, epsilon):
 
 
 def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon):
-    if _kernelsApply(scale, mean, var, dscale, dbias):
+    if _planFor(x)["backwardData"] != "numpy" and _finite(scale, mean, var, dscale, dbias):
         # dx = a * dy + k2 * x + k3 per channel, the batch statistics' terms folded into constants
         invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
         a = np.asarray(scale, np.float64).reshape(-1) * invStd
         k2 = -a * invStd * np.asarray(dscale, np.float64).reshape(-1) / count
         k3 = -a * np.asarray(dbias, np.float64).reshape(-1) / count - k2 * np.asarray(mean, np.float64).reshape(-1)
         dx = new(x.shape)
-        accel.batchNormBackwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
+        kernels.backwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
                                      k3.astype(np.float32), _planes(dx))
         return host(dx)
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))

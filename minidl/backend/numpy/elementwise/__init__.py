@@ -1,11 +1,37 @@
-"""Activations, dropout and softmax on the NumPy backend."""
+"""Activations, dropout and softmax on the NumPy backend.
+
+The NumPy formulas here are the reference; clip, ReLU, hardSigmoid and hardSwish also have numba
+kernels (kernels.py) equal to them bit for bit, which ``plan(kind)`` takes while numba is on.
+"""
 
 import numpy as np
 
-from minidl.backend.numpy import accel, hardact
+from minidl.backend.numpy import jit
 from minidl.backend.numpy.array import host, new
+from minidl.backend.numpy.elementwise import kernels
+from minidl.backend.numpy.routing import Plan, Route, planner
 
 ACTIVATIONS = ("relu", "clip", "leakyRelu", "elu", "sigmoid", "tanh", "softPlus", "hardSigmoid", "hardSwish")
+# kind -> (forward kernel (x, y, ...), backward kernel (x, dy, dx, ...)); relu is clip to [0, inf)
+_KERNELS = {
+    "relu": (kernels.clipForward, kernels.clipBackward),
+    "clip": (kernels.clipForward, kernels.clipBackward),
+    "hardSigmoid": (kernels.hardSigmoidForward, kernels.hardSigmoidBackward),
+    "hardSwish": (kernels.hardSwishForward, kernels.hardSwishBackward),
+}
+
+
+@planner("activation")
+def plan(kind):
+    """The Plan of an activation kind: routes forward and backward ("kernel" or "numpy"), and
+    kernels, the (forward, backward) pair of kernels.py or None."""
+    if not jit.enabled:
+        route, pair = Route("numpy", "numba is off (%s)" % jit.disabledBy), None
+    elif kind in _KERNELS:
+        route, pair = Route("kernel", "one exact parallel pass (kernels.py)"), _KERNELS[kind]
+    else:
+        route, pair = Route("numpy", "no kernel for %s: the NumPy formula" % kind), None
+    return Plan("activation", kind, [("forward", route), ("backward", route)], kernels=pair)
 
 
 def _sigmoid(x):
@@ -18,8 +44,11 @@ def _sigmoid(x):
     return out
 
 
-def _clipBounds(kind, alpha, beta):
-    return (np.float32(0), np.float32(np.inf)) if kind == "relu" else (np.float32(alpha), np.float32(beta))
+def _clipArgs(kind, alpha, beta):
+    """The clip kernels' bounds (ReLU's: 0 and inf); nothing for the other kernels."""
+    if kind == "relu":
+        return np.float32(0), np.float32(np.inf)
+    return (np.float32(alpha), np.float32(beta)) if kind == "clip" else ()
 
 
 def _target(out, shape):
@@ -41,14 +70,10 @@ def _deliver(result, out):
 
 def activation(x, kind, alpha, beta, out=None):
     x = np.asarray(x)
-    if accel.enabled and kind in ("relu", "clip"):
+    pair = plan(kind).kernels
+    if pair is not None:
         y = _target(out, x.shape)
-        accel.clipForward(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipBounds(kind, alpha, beta))
-        return host(y)
-    kernel = hardact.forward(kind)
-    if kernel is not None:
-        y = _target(out, x.shape)
-        kernel(np.ascontiguousarray(x).reshape(-1), y.reshape(-1))
+        pair[0](np.ascontiguousarray(x).reshape(-1), y.reshape(-1), *_clipArgs(kind, alpha, beta))
         return host(y)
     return _deliver(_activation(x, kind, alpha, beta), out)
 
@@ -84,15 +109,11 @@ def _activation(x, kind, alpha, beta):
 
 def activationBackward(x, y, dy, kind, alpha, beta, out=None):
     x, y, dy = np.asarray(x), np.asarray(y), np.asarray(dy)
-    if accel.enabled and kind in ("relu", "clip"):
+    pair = plan(kind).kernels
+    if pair is not None:
         dx = _target(out, x.shape)
-        accel.clipBackward(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1),
-                           *_clipBounds(kind, alpha, beta), kind == "clip")
-        return host(dx)
-    kernel = hardact.backward(kind)
-    if kernel is not None:
-        dx = _target(out, x.shape)
-        kernel(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1))
+        extra = _clipArgs(kind, alpha, beta) + ((kind == "clip",) if kind in ("relu", "clip") else ())
+        pair[1](np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(dy).reshape(-1), dx.reshape(-1), *extra)
         return host(dx)
     return _deliver(_activationBackward(x, y, dy, kind, alpha, beta), out)
 

@@ -1,0 +1,74 @@
+"""Which depthwise implementation runs for a geometry: the only place the choice is made.
+
+Three implementations, fastest first where they apply:
+- "flat" (flat.py): multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), at
+  stride 1 on maps of at most FLAT_MAX_PLANE pixels, at stride 2 on maps of even height;
+- "tall" (tall.py): every other geometry, while numba is on;
+- "numpy" (reference.py): without numba, and the exact path for values the kernels cannot take.
+"""
+
+from minidl.backend.numpy import jit
+from minidl.backend.numpy.routing import Plan, Route, planner
+from minidl.backend.numpy.windows import tapRangeArray
+from minidl.shapes import windowOutSize2d
+
+# largest map (H*W) the flat form takes at stride 1: measured faster through 16x16, slower from
+# 24x24 on (its backward: the weight gradient's per-pixel products are written per image where the
+# tall blocks' dot products stay in registers); at stride 2 it was faster on every size measured,
+# up to 112x112
+FLAT_MAX_PLANE = 256
+
+
+
+def _flat(inshape, wshape, stride, pad, dilation):
+    """Why the flat kernels take this geometry, or None when they do not."""
+    c, h, wd = inshape[1:]
+    kh, kw = wshape[2:]
+    if wshape[0] != c or h * wd == 0:
+        return None
+    if (kh - 1) * dilation[0] != 2 * pad[0] or (kw - 1) * dilation[1] != 2 * pad[1]:
+        return None
+    if stride == (1, 1) and h * wd <= FLAT_MAX_PLANE:
+        return "multiplier 1, 'same' padding, stride 1 on a map of <= %d pixels" % FLAT_MAX_PLANE
+    if stride == (2, 2) and h % 2 == 0:
+        return "multiplier 1, 'same' padding, stride 2 on an even height"
+    return None
+
+
+@planner("depthwise")
+def depthwise(inshape, wshape, stride, pad, dilation):
+    """The Plan of a depthwise convolution of x inshape (N, C, H, W) with W wshape (C*M, 1, kh, kw):
+    routes forward, backwardData, backwardParams and backward (both gradients in one call), and the
+    kernels' arguments: outsize (Ho, Wo), hyper (sh, sw, ph, pw, dh, dw), valid (the taps' ranges,
+    shapes.tapRanges, for the flat kernels)."""
+    outsize = windowOutSize2d(inshape, wshape[2:], stride, pad, dilation)
+    kh, kw = wshape[2:]
+    geometry = "%s * %s, stride %s, pad %s, dilation %s" % (inshape, wshape, stride, pad, dilation)
+    data = dict(outsize=outsize, hyper=stride + pad + dilation, valid=None)
+    if not jit.enabled:
+        why = "numba is off (%s)" % jit.disabledBy
+        return Plan("depthwise", geometry, [(p, Route("numpy", why)) for p in
+                                            ("forward", "backwardData", "backwardParams", "backward")], **data)
+    flat = _flat(inshape, wshape, stride, pad, dilation)
+    same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
+    gather = (kh - 1) * dilation[0] >= pad[0] and (kw - 1) * dilation[1] >= pad[1]
+    tallData = (Route("tall-gather", "padding within the kernel's reach", "numpy when W is not finite") if gather
+                else Route("tall-scatter", "padding wider than the kernel's reach"))
+    if flat:
+        data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
+        routes = [
+            ("forward", Route("flat", flat, "tall when the result is not finite")),
+            ("backwardData", Route("flat", flat, "tall-gather when the result is not finite, then numpy when W is not")),
+            ("backwardParams", Route("flat", flat, "numpy when the result is not finite")),
+            ("backward", Route("flat", flat + "; both gradients in one pass", "the separate passes when the result is not finite")),
+        ]
+    else:
+        routes = [
+            ("forward", Route("tall", "not the flat kernels' geometry")),
+            ("backwardData", tallData),
+            ("backwardParams", Route("tall", "not the flat kernels' geometry", "numpy when the result is not finite")),
+            ("backward", Route("tall-fused", "'same' padding: one gather of dy serves both gradients",
+                               "the separate passes when W or the result is not finite") if same
+             else Route("separate", "padding not 'same': backwardData, then backwardParams")),
+        ]
+    return Plan("depthwise", geometry, routes, **data)
