@@ -21,18 +21,22 @@ FLAT_MAX_PLANE = 256
 
 
 def _flat(inshape, wshape, stride, pad, dilation):
-    """Why the flat kernels take this geometry, or None when they do not."""
+    """(whether the flat kernels take this geometry, why or why not)."""
     c, h, wd = inshape[1:]
     kh, kw = wshape[2:]
-    if wshape[0] != c or h * wd == 0:
-        return None
+    if wshape[0] != c:
+        return False, "channel multiplier %d: the flat kernels take 1" % (wshape[0] // c)
+    if h * wd == 0:
+        return False, "empty maps"
     if (kh - 1) * dilation[0] != 2 * pad[0] or (kw - 1) * dilation[1] != 2 * pad[1]:
-        return None
+        return False, "padding not 'same'"
     if stride == (1, 1) and h * wd <= FLAT_MAX_PLANE:
-        return "multiplier 1, 'same' padding, stride 1 on a map of <= %d pixels" % FLAT_MAX_PLANE
+        return True, "multiplier 1, 'same' padding, stride 1 on a map of <= %d pixels" % FLAT_MAX_PLANE
     if stride == (2, 2) and h % 2 == 0:
-        return "multiplier 1, 'same' padding, stride 2 on an even height"
-    return None
+        return True, "multiplier 1, 'same' padding, stride 2 on an even height"
+    if stride == (1, 1):
+        return False, "stride 1 on a map of %d > %d pixels" % (h * wd, FLAT_MAX_PLANE)
+    return False, "stride %s" % (stride,) if stride != (2, 2) else "stride 2 on an odd height"
 
 
 @planner("depthwise")
@@ -49,7 +53,7 @@ def depthwise(inshape, wshape, stride, pad, dilation):
         why = "numba is off (%s)" % jit.disabledBy
         return Plan("depthwise", geometry, [(p, Route("numpy", why)) for p in
                                             ("forward", "backwardData", "backwardParams", "backward")], **data)
-    flat = _flat(inshape, wshape, stride, pad, dilation)
+    flat, why = _flat(inshape, wshape, stride, pad, dilation)
     same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
     gather = (kh - 1) * dilation[0] >= pad[0] and (kw - 1) * dilation[1] >= pad[1]
     tallData = (Route("tall-gather", "padding within the kernel's reach", "numpy when W is not finite") if gather
@@ -57,16 +61,17 @@ def depthwise(inshape, wshape, stride, pad, dilation):
     if flat:
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
         routes = [
-            ("forward", Route("flat", flat, "tall when the result is not finite")),
-            ("backwardData", Route("flat", flat, "tall-gather when the result is not finite, then numpy when W is not")),
-            ("backwardParams", Route("flat", flat, "numpy when the result is not finite")),
-            ("backward", Route("flat", flat + "; both gradients in one pass", "the separate passes when the result is not finite")),
+            ("forward", Route("flat", why, "tall when the result is not finite")),
+            ("backwardData", Route("flat", why, "tall-gather when the result is not finite, then numpy when W is not")),
+            ("backwardParams", Route("flat", why, "numpy when the result is not finite")),
+            ("backward", Route("flat", why + "; both gradients in one pass",
+                               "the separate passes when the result is not finite")),
         ]
     else:
         routes = [
-            ("forward", Route("tall", "not the flat kernels' geometry")),
+            ("forward", Route("tall", why)),
             ("backwardData", tallData),
-            ("backwardParams", Route("tall", "not the flat kernels' geometry", "numpy when the result is not finite")),
+            ("backwardParams", Route("tall", why, "numpy when the result is not finite")),
             ("backward", Route("tall-fused", "'same' padding: one gather of dy serves both gradients",
                                "the separate passes when W or the result is not finite") if same
              else Route("separate", "padding not 'same': backwardData, then backwardParams")),
