@@ -1,16 +1,21 @@
-"""minidl against PyTorch, in one process, on one backend.
+"""minidl against PyTorch, in one process on one backend, and each library alone in its own process.
 
-    python benchmarks/run.py                       # NumPy backend vs PyTorch CPU, all cases
+    python benchmarks/run.py                       # NumPy backend vs PyTorch CPU, all cases, in one process
     python benchmarks/run.py --backend cuda        # CUDA backend vs PyTorch on the same GPU
     python benchmarks/run.py --cases depthwise --repeat 9 --json out.json
+    python benchmarks/run.py --mode separate       # each side alone in its own process (separate.py)
+    python benchmarks/run.py --mode both --json out.json    # both reports, one after the other
 
 Each case is checked first (outputs and gradients equal to PyTorch's with identical
 weights), then timed as forward and as forward+backward (input and weight gradients):
 minidl and PyTorch alternate, run after run, and the median of --repeat runs after
 --warmup is reported with the median of the per-pair ratios minidl/PyTorch. Both sides get the same thread
-count (OMP, OpenBLAS, MKL, numba and torch.set_num_threads). The machine's SGEMM
-GFLOP/s and copy GB/s are measured in the same run and each case's fraction of the
-relevant one is printed. Without PyTorch, minidl's figures alone.
+count (OMP, OpenBLAS, MKL, numba and torch.set_num_threads); every other setting is each library's
+default as it stands with PyTorch imported first (so minidl finds OpenMP loaded: see README, "Speed
+on the CPU"; --omp-passive sets OMP_WAIT_POLICY=passive for both, as rounds 1-5 of RESULTS.md did).
+The machine's SGEMM GFLOP/s and copy GB/s are measured in the same run and each case's fraction of
+the relevant one is printed. Without PyTorch, minidl's figures alone. The separate-process mode
+(--mode separate or both) is benchmarks/separate.py: each side alone with its own defaults.
 """
 
 import os
@@ -26,14 +31,14 @@ def _threadsFromArgv():
     return str(os.cpu_count() or 1)
 
 
+# the environment as the user gave it: what the separate-process mode's sides start from
+_USER_ENV = dict(os.environ)
 # thread pools read these at import, so they are set before numpy (or torch) loads
 _THREADS = _threadsFromArgv()
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = _THREADS
-# minidl asks for passive OpenMP waiting when it loads the runtime first (minidl/backend/numpy/jit.py);
-# import order must not decide what PyTorch gets, so both sides share this one setting (PyTorch's
-# training step measured the same with it as without, within noise)
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+if "--omp-passive" in sys.argv:
+    os.environ["OMP_WAIT_POLICY"] = "passive"
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -58,18 +63,12 @@ try:
 except ImportError:
     torch = None
 
-# (name, kind, kwargs of the minidl module, input shape)
-CONV_CASES = [
-    ("conv3x3", "conv", dict(inmaps=32, outmaps=64, size=3, pad=1), (32, 32, 32, 32)),
-    ("first_layer", "conv", dict(inmaps=3, outmaps=32, size=3, stride=2, pad=1), (32, 3, 64, 64)),
-    ("grouped", "conv", dict(inmaps=64, outmaps=64, size=3, pad=1, groups=4), (32, 64, 16, 16)),
-    ("dilated", "conv", dict(inmaps=32, outmaps=32, size=3, pad=2, dilation=2), (32, 32, 32, 32)),
-    ("depthwise3x3", "conv", dict(inmaps=128, outmaps=128, size=3, pad=1, groups=128), (32, 128, 32, 32)),
-    ("depthwise3x3_s2", "conv", dict(inmaps=256, outmaps=256, size=3, stride=2, pad=1, groups=256), (32, 256, 16, 16)),
-    ("depthwise_x2", "conv", dict(inmaps=64, outmaps=128, size=3, pad=1, groups=64), (32, 64, 32, 32)),
-    ("pointwise", "conv", dict(inmaps=128, outmaps=256, size=1), (32, 128, 16, 16)),
-]
-MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2"), ("mobilenetv3_small", "v3-small")]
+from cases import CONV_CASES  # noqa: E402   (name, kwargs of the minidl module, input shape)
+
+# (name, kind): "-224" kinds are full width at 224x224 with 1000 classes (training step at batch 32,
+# eval forwards at batches 1 and 64), the others CIFAR-sized at --batch
+MODEL_CASES = [("mobilenetv1_0.5", "v1"), ("mobilenetv2_0.5", "v2"), ("mobilenetv3_small", "v3-small"),
+               ("mobilenetv1_224", "v1-224"), ("mobilenetv2_224", "v2-224")]
 # (name, rule): one optimizer step (zeroGradParams + update) over MobileNetV2 1.0's 3.5M parameters in
 # 158 Variables, per-Variable state against setupOn(net, useGlobalState=True), and PyTorch's step
 OPTIM_CASES = [("update_sgd", "SGD"), ("update_momentum", "MomentumSGD"), ("update_adam", "Adam")]
@@ -262,11 +261,28 @@ def relErr(a, b):
 
 # ---- MobileNet cases --------------------------------------------------------------------------
 
+def modelModes(kind, batch):
+    """{mode: batch} of a model case."""
+    if kind.endswith("-224"):
+        return {"eval_b1": 1, "eval_b64": 64, "train_step": 32}
+    return {"inference": batch, "train_step": batch}
+
+
+def modelInputs(kind, batch):
+    """(images, int32 labels) for a model case at this batch."""
+    size, classes = (224, 1000) if kind.endswith("-224") else (32, 10)
+    return (np.random.rand(batch, 3, size, size).astype(np.float32),
+            np.random.randint(0, classes, batch).astype(np.int32))
+
+
 def buildModels(kind, side, batch):
     from minidl.models import loadMobileNetV1, loadMobileNetV2, loadMobileNetV3
     np.random.seed(0)
     if kind == "v3-small":      # width 1.0: 1.5M parameters at 10 classes, as V2 0.5's 0.7M and V1 0.5's 0.8M
         net = loadMobileNetV3("small", width=1.0, numClasses=10, smallInput=True, dropout=0)
+    elif kind.endswith("-224"):
+        loader = loadMobileNetV1 if kind.startswith("v1") else loadMobileNetV2
+        net = loader(width=1.0, numClasses=1000, dropout=0)
     else:
         loader = loadMobileNetV1 if kind == "v1" else loadMobileNetV2
         net = loader(width=0.5, numClasses=10, smallInput=True, dropout=0)
@@ -275,8 +291,7 @@ def buildModels(kind, side, batch):
         from torchmirror import mirror
         tnet, _ = mirror(net, torch.float32)
         tnet = tnet.to(side.device)
-    x = np.random.rand(batch, 3, 32, 32).astype(np.float32)
-    labels = np.random.randint(0, 10, batch).astype(np.int32)
+    x, labels = modelInputs(kind, batch)
     return net, tnet, x, labels
 
 
@@ -289,49 +304,48 @@ def minidlStep(net, optimizer, cost, x, labels):
 
 
 def runModelCase(side, name, kind, args):
+    """Each mode of a model case (modelModes), minidl and PyTorch alternating; outputs checked first."""
     from minidl.cost import CrossEntropy
     from minidl.optimizers import MomentumSGD
-    batch = args.batch
-    net, tnet, xh, lh = buildModels(kind, side, batch)
-    x, labels = gpuarray.to_gpu(xh), gpuarray.to_gpu(lh)
+    modes = modelModes(kind, args.batch)
+    batch = modes["train_step"]
+    net, tnet, _, _ = buildModels(kind, side, batch)
     opt = MomentumSGD(learnRate=0.01).setupOn(net)
     cost = CrossEntropy()
-    result = {"case": name, "batch": batch}
-    tInfer = tTrain = None
-    if tnet is not None:
-        tx = torch.tensor(xh, device=side.device)
-        tl = torch.tensor(lh.astype(np.int64), device=side.device)
-        topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
-        net.evalMode()
-        tnet.eval()
-        with torch.no_grad():
-            result["max_rel_error"] = relErr(net(x).get(), tnet(tx).cpu().numpy())
-        if result["max_rel_error"] > 1e-3:
-            raise SystemExit("%s: minidl disagrees with PyTorch (relative error %g)" % (name, result["max_rel_error"]))
-
-        def tInferFn():
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9) if tnet is not None else None
+    result = {"case": name, "batch": batch, "modes": list(modes)}
+    for mode, size in modes.items():
+        xh, lh = modelInputs(kind, size)
+        x, labels = gpuarray.to_gpu(xh), gpuarray.to_gpu(lh)
+        tx = torch.tensor(xh, device=side.device) if tnet is not None else None
+        tl = torch.tensor(lh.astype(np.int64), device=side.device) if tnet is not None else None
+        train = mode == "train_step"
+        net.trainMode() if train else net.evalMode()
+        if tnet is not None:
+            tnet.train(train)
+        if tnet is not None and "max_rel_error" not in result:
             with torch.no_grad():
-                tnet(tx)
+                result["max_rel_error"] = relErr(net(x).get(), tnet(tx).cpu().numpy())
+            if result["max_rel_error"] > 1e-3:
+                raise SystemExit("%s: minidl disagrees with PyTorch (relative error %g)"
+                                 % (name, result["max_rel_error"]))
+        if train:
+            mFn = lambda: minidlStep(net, opt, cost, x, labels)  # noqa: E731
 
-        def tTrainFn():
-            topt.zero_grad(set_to_none=False)
-            F.cross_entropy(tnet(tx), tl).backward()
-            topt.step()
+            def tFn():
+                topt.zero_grad(set_to_none=False)
+                F.cross_entropy(tnet(tx), tl).backward()
+                topt.step()
+        else:
+            mFn = lambda: net(x)  # noqa: E731
 
-        tInfer, tTrain = tInferFn, tTrainFn
-    net.evalMode()
-    if tnet is not None:
-        tnet.eval()
-    infer = interleaved(lambda: net(x), side.syncMinidl, tInfer, side.syncTorch, args.warmup, args.repeat)
-    net.trainMode()
-    if tnet is not None:
-        tnet.train()
-    train = interleaved(lambda: minidlStep(net, opt, cost, x, labels), side.syncMinidl, tTrain, side.syncTorch,
-                        args.warmup, args.repeat)
-    for mode, (m, t, ratio) in (("inference", infer), ("train_step", train)):
-        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t,
-                        "ratio": ratio, "minidl_images_s": batch / m,
-                        "torch_images_s": None if t is None else batch / t}
+            def tFn():
+                with torch.no_grad():
+                    tnet(tx)
+        m, t, ratio = interleaved(mFn, side.syncMinidl, tFn if tnet is not None else None, side.syncTorch,
+                                  args.warmup, args.repeat)
+        result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t, "ratio": ratio,
+                        "batch": size, "minidl_images_s": size / m, "torch_images_s": None if t is None else size / t}
     result["peak_memory_mb"] = {who: memoryProbe(side, who, kind, batch) for who in
                                 (("minidl", "torch") if torch is not None else ("minidl",))}
     mem = result["peak_memory_mb"]
@@ -431,6 +445,18 @@ def memoryProbeMain(who, kind, backend, batch):
 
 # ---- driver -----------------------------------------------------------------------------------
 
+def runSeparate(args, jsonPath="from args"):
+    """separate.py's driver with this run's cases, repeats and rounds, from the user's environment
+    (threads as each side's default unless --threads was given)."""
+    import separate
+    given = any(a == "--threads" or a.startswith("--threads=") for a in sys.argv)
+    sep = separate.parser().parse_args([])
+    sep.cases, sep.rounds, sep.repeat, sep.warmup = args.cases, args.rounds, args.repeat, args.warmup
+    sep.min_run_ms, sep.threads = args.min_run_ms, int(_THREADS) if given else 0
+    sep.json = args.json if jsonPath == "from args" else jsonPath
+    return separate.drive(sep, _USER_ENV)
+
+
 def _numbaLayer():
     """The threading layer numba's kernels run on, or None without numba."""
     from minidl.backend.numpy import jit
@@ -459,10 +485,20 @@ def main():
     parser.add_argument("--json", default=None, help="write results here")
     parser.add_argument("--min-run-ms", type=float, default=1e3 * MIN_RUN,
                         help="a timed run repeats the call until it lasts this long (0: one call per run)")
+    parser.add_argument("--mode", choices=("inprocess", "separate", "both"), default="inprocess",
+                        help="in one process (default), each side in its own process (separate.py), or both")
+    parser.add_argument("--rounds", type=int, default=3, help="separate mode: rounds of one process per side")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="in-process mode: OMP_WAIT_POLICY=passive for both sides (minidl's own setting)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WHO", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memoryProbeMain(args.memory_probe[0], args.memory_probe[1], args.backend, args.batch)
+        return
+    if args.mode != "inprocess" and args.backend != "numpy":
+        raise SystemExit("--mode %s: the separate-process mode is for the CPU (--backend numpy)" % args.mode)
+    if args.mode == "separate":
+        runSeparate(args)
         return
 
     MIN_RUN = args.min_run_ms / 1e3
@@ -490,7 +526,7 @@ def main():
     results = []
     print("%-18s %-12s %-10s %10s %10s %7s %8s" % ("case", "path", "mode", "minidl ms", "torch ms", "ratio",
                                                  "% limit"))
-    for name, _, kwargs, shape in CONV_CASES:
+    for name, kwargs, shape in CONV_CASES:
         if not pick(name):
             continue
         r = runConvCase(side, name, kwargs, shape, args, limits)
@@ -505,10 +541,10 @@ def main():
             continue
         r = runModelCase(side, name, kind, args)
         results.append(r)
-        for mode in ("inference", "train_step"):
+        for mode in r["modes"]:
             m = r[mode]
             print("%-18s %-12s %-10s %10.2f %10s %7s   %.0f img/s (torch %s)" % (
-                name, "b%d" % r["batch"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
+                name, "b%d" % m["batch"], mode, m["minidl_ms"], fmt(m["torch_ms"]), fmt(m["ratio"]),
                 m["minidl_images_s"], fmt(m["torch_images_s"], "%.0f")), flush=True)
         mem = r["peak_memory_mb"]
         print("%-18s %-12s %-10s %10.1f %10s %7s   peak MB of a training step" % (
@@ -524,6 +560,9 @@ def main():
                                                         fmt(m["ratio"])), flush=True)
         print("%-18s %-12s %-10s %10s %10s %7.2f   global/local, %d Variables" % (
             name, "", "ratio", "", "", r["global_over_local"], r["variables"]), flush=True)
+    if args.mode == "both":
+        print()
+        separateResults = runSeparate(args, jsonPath=None)
     plans = [r for r in results if r.get("plan_text")]
     if plans:
         print("\nrouting plans of the conv cases (minidl/backend/numpy/routing.py):")
@@ -531,7 +570,10 @@ def main():
             print("%s: %s" % (r["case"], r["plan_text"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"info": info, "results": results}, f, indent=2)
+            report = {"info": info, "results": results}
+            if args.mode == "both":
+                report["separate"] = separateResults
+            json.dump(report, f, indent=2)
         print("wrote", args.json)
 
 

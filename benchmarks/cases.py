@@ -1,0 +1,21 @@
+"""The benchmark's cases, shared by run.py (in one process) and separate.py (a process per side)."""
+
+# (name, minidl Conv2D kwargs, input shape)
+CONV_CASES = [
+    ("conv3x3", dict(inmaps=32, outmaps=64, size=3, pad=1), (32, 32, 32, 32)),
+    ("first_layer", dict(inmaps=3, outmaps=32, size=3, stride=2, pad=1), (32, 3, 64, 64)),
+    ("grouped", dict(inmaps=64, outmaps=64, size=3, pad=1, groups=4), (32, 64, 16, 16)),
+    ("dilated", dict(inmaps=32, outmaps=32, size=3, pad=2, dilation=2), (32, 32, 32, 32)),
+    ("depthwise3x3", dict(inmaps=128, outmaps=128, size=3, pad=1, groups=128), (32, 128, 32, 32)),
+    ("depthwise3x3_s2", dict(inmaps=256, outmaps=256, size=3, stride=2, pad=1, groups=256), (32, 256, 16, 16)),
+    ("depthwise_x2", dict(inmaps=64, outmaps=128, size=3, pad=1, groups=64), (32, 64, 32, 32)),
+    ("pointwise", dict(inmaps=128, outmaps=256, size=1), (32, 128, 16, 16)),
+]
+# separate.py's models: (name, model, width, classes, image size, {mode: batch}). "train_step" is
+# forward, cross-entropy, backward and a momentum-SGD update; "eval_bN" an eval-mode forward at batch N
+SEPARATE_MODEL_CASES = [
+    ("mobilenetv1_0.5", "v1", 0.5, 10, 32, {"eval_b64": 64, "train_step": 64}),
+    ("mobilenetv2_0.5", "v2", 0.5, 10, 32, {"eval_b64": 64, "train_step": 64}),
+    ("mobilenetv1_224", "v1", 1.0, 1000, 224, {"eval_b1": 1, "eval_b64": 64, "train_step": 32}),
+    ("mobilenetv2_224", "v2", 1.0, 1000, 224, {"eval_b1": 1, "eval_b64": 64, "train_step": 32}),
+]
