@@ -11,7 +11,7 @@ setup(
     install_requires=["numpy>=1.22", "h5py>=3.0"],
     extras_require={
         "cuda": ["pycuda>=2022.1"],
-        # compiled CPU kernels for the NumPy backend's hot ops (see minidl/backend/numpy/accel.py)
+        # compiled CPU kernels for the NumPy backend's hot ops (see minidl/backend/numpy/jit.py)
         "fast": ["numba>=0.59", "threadpoolctl>=3"],
         "test": ["pytest>=7", "scikit-learn>=1.0", "tqdm", "numba>=0.59", "threadpoolctl>=3", "onnx>=1.12",
                  "onnxruntime>=1.12", "safetensors>=0.4", "matplotlib>=3.6"],

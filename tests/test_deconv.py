@@ -9,8 +9,8 @@ from minidl.backend import gpuarray, ops
 from minidl.errors import ModuleError
 from minidl.modules import Deconv2D
 
-# (id, Deconv2D kwargs, input shape). "conv" marks geometries the NumPy backend runs through conv.py's
-# passes; "postpad >= stride" (allowed where dilation > stride) takes its explicit-size path.
+# (id, Deconv2D kwargs, input shape). "conv" marks geometries the NumPy backend runs through the conv's
+# passes (minidl/backend/numpy/conv/); "postpad >= stride" (allowed where dilation > stride) takes its explicit-size path.
 CONFIGS = [
     ("basic", dict(inmaps=3, outmaps=4, size=3), (2, 3, 4, 5)),
     ("stride2", dict(inmaps=3, outmaps=4, size=3, stride=2), (2, 3, 4, 4)),
@@ -102,7 +102,7 @@ def test_gradients_match_finite_differences(backend, name, kwargs, shape):
 
 
 # PyTorch sweep: the table above, plus maps enough for the NumPy backend's Winograd path (3x3, stride
-# 1, >= 32 maps a group: conv.py takes it for the forward and the input gradient)
+# 1, >= 32 maps a group: conv/plan.py routes the forward and the input gradient there)
 TORCH_CASES = CONFIGS + [
     ("winograd_32maps", dict(inmaps=32, outmaps=32, size=3, pad=1), (2, 32, 6, 5)),
     ("winograd_dil2_groups2", dict(inmaps=64, outmaps=64, size=3, pad=2, dilation=2, groups=2), (1, 64, 5, 6)),

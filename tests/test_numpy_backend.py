@@ -569,3 +569,15 @@ def test_winograd_threshold_and_im2col_agree(planThreshold, winograd):
     assert routing.plan("general", x.shape, W.shape, 1, (2, 1), (2, 1), 1)["forward"] != "winograd"
     assertClose(y, _copy(nb.conv2d(x, W, None, **h)), 1e-5, 1e-5, "forward vs im2col")
     assertClose(dx, _copy(nb.conv2dBackwardData(dy, W, x.shape, **h)), 1e-5, 1e-5, "input gradient vs im2col")
+
+
+def test_batchnorm_train_refuses_an_empty_batch():
+    """An empty batch has no statistics: a clear error, and the running statistics stay as they were
+    (they would become NaN)."""
+    rm, rv = np.zeros((1, 3, 1, 1), np.float32), np.ones((1, 3, 1, 1), np.float32)
+    scale, bias = np.ones((1, 3, 1, 1), np.float32), np.zeros((1, 3, 1, 1), np.float32)
+    for shape in ((0, 3, 40, 40), (0, 3, 4, 4)):
+        with pytest.raises(ValueError, match=r"batchNormTrain: expected a batch .* got shape \(0, 3"):
+            nb.batchNormTrain(np.zeros(shape, np.float32), scale, bias, rm, rv, 1e-5, 0.1)
+        assert (rm == 0).all() and (rv == 1).all()
+        assert routing.plan("batchnorm", shape)["train"] == "numpy"

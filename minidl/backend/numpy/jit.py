@@ -136,7 +136,11 @@ def configure():
 
 
 def numThreads():
-    return numba.get_num_threads() if enabled else 1
+    """numba's thread count. Asking starts numba's threads, so configure() runs first."""
+    if not enabled:
+        return 1
+    configure()
+    return numba.get_num_threads()
 
 
 def parallelChunks():

@@ -1,10 +1,11 @@
 """Which implementation the NumPy backend runs for an op, and why: one plan per geometry.
 
 Each op family with more than one implementation (conv/plan.py: general and pointwise
-convolution; depthwise/plan.py; batchnorm.py; elementwise.py) builds a Plan the first time it sees
-a geometry, and its ops look only at the plan to pick their path: the plan is the only place the
+convolution; depthwise/plan.py; batchnorm/; elementwise/) builds a Plan the first time it sees a
+geometry, and its ops look only at the plan to pick their path: the plan is the only place the
 choice is made. Plans are cached per geometry (a training loop asks for the same few every step)
-and per whether the numba kernels are on (jit.enabled).
+and per whether the numba kernels are on (jit.enabled). A planner reads its thresholds when it
+builds a plan, so code that moves one (tests do) calls clearPlans() before and after.
 
 What a plan cannot know ahead is the values: several fast paths are exact for finite values only,
 and their ops check the result and take the exact path when it is not finite. A route names that

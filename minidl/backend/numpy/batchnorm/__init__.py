@@ -32,17 +32,16 @@ def plan(inshape):
     each, or numpy)."""
     l = int(np.prod(inshape[2:], dtype=np.int64))
     passes = ("train", "backward", "eval", "moments", "backwardSums", "backwardData")
-    if not jit.enabled:
-        return Plan("batchnorm", str(inshape), [(p, Route("numpy", "numba is off (%s)" % jit.disabledBy))
-                                                for p in passes])
+    if not jit.enabled or not np.prod(inshape):
+        why = "numba is off (%s)" % jit.disabledBy if not jit.enabled else "empty input"
+        return Plan("batchnorm", str(inshape), [(p, Route("numpy", why)) for p in passes])
     if l < IMAGE_MAJOR_MAX_L:
         major = Route("image-major", "planes of %d < %d floats: sums image by image, then one affine pass"
                       % (l, IMAGE_MAJOR_MAX_L), _FALLBACK)
     else:
         major = Route("channel-major", "planes of %d >= %d floats: each channel's statistics and affine pass "
                       "while it sits in cache" % (l, IMAGE_MAJOR_MAX_L), _FALLBACK)
-    sums = Route("channel-sums", "float64 sums image by image", _FALLBACK) if np.prod(inshape) else \
-        Route("numpy", "empty input")
+    sums = Route("channel-sums", "float64 sums image by image", _FALLBACK)
     affine = Route("affine", "one pass of y = x * a[c] + b[c]", _FALLBACK)
     return Plan("batchnorm", str(inshape), [("train", major), ("backward", major), ("eval", affine),
                                             ("moments", sums), ("backwardSums", sums),
@@ -106,6 +105,10 @@ def _trainKernels(route, x, scale, bias, epsilon):
 
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+    if x.size == 0:
+        # no statistics to normalise by, nor to move the running ones with (they would become NaN)
+        raise ValueError("batchNormTrain: expected a batch with at least one value per channel, got shape %s"
+                         % (tuple(x.shape),))
     count = x.size // x.shape[1]
     route = _planFor(x)["train"]
     result = _trainKernels(route, x, scale, bias, epsilon) if route != "numpy" and _finite(scale, bias) else None

@@ -100,11 +100,14 @@ def pointwise(inshape, wshape):
     o = wshape[0]
     l = h * w
     transposed = o < c
-    direct = l >= DIRECT_MIN_L
-    chunk = 1 if direct else max(1, min(n, CHUNK_BYTES // (4 * (o + c) * l)))
+    chunk = 1 if l >= DIRECT_MIN_L else max(1, min(n, CHUNK_BYTES // (4 * (o + c) * l)))
+    direct = chunk == 1     # a chunk of one image: its GEMM reads it in place, no copy
+    shortWhy = "" if l >= DIRECT_MIN_L else "maps of %d < %d pixels, but one image fills %d bytes: " % (
+        l, DIRECT_MIN_L, CHUNK_BYTES)
     geometry = "%s * %s" % (inshape, wshape)
     if direct:
-        gemm = Route("gemm", "maps of %d >= %d pixels: one GEMM per image, read in place" % (l, DIRECT_MIN_L))
+        gemm = Route("gemm", (shortWhy or "maps of %d >= %d pixels: " % (l, DIRECT_MIN_L))
+                     + "one GEMM per image, read in place")
         gram = "one GEMM per image, read in place"
     else:
         gemm = Route("gemm-chunked", "maps of %d < %d pixels: %d images per GEMM, copied map-major"

@@ -242,7 +242,7 @@ def conv2d(x, W, b, pad, dilation, groups):
         return host(y)
     tiles = _Tiles((ho, wo), dilation)
     u = kernelTransform(W, groups)
-    x, bias = contiguous(x), vectorOrEmpty(b)
+    x, bias = contiguous(x), vectorOrEmpty(None if b is None else np.asarray(b, dtype=np.float32))
     k = tiles.chunk(n, c + o)
     cg, og = c // groups, o // groups
 

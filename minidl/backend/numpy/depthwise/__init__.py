@@ -76,9 +76,9 @@ def depthwiseConv2dBackwardData(dy, W, inshape, stride, pad, dilation):
         if np.isfinite(total):
             return host(dx)
         route = "tall-gather"     # the flat geometry pads within the kernel's reach
-    if route == "tall-scatter" or (route == "tall-gather" and allFinite(W)):
+    if route != "numpy" and allFinite(W):
         # the gather lays dy on a zero grid: each pixel also reads zeros times every tap, which only
-        # a non-finite kernel value turns into NaN
+        # a non-finite kernel value turns into NaN (the scatter is exact, but keeps the same rule)
         dx = new(tuple(inshape))
         kernel = tall.backwardDataGather if route == "tall-gather" else tall.backwardDataScatter
         kernel(contiguous(dy), contiguous(W), dx, *plan.hyper, jit.parallelChunks())

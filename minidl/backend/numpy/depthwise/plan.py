@@ -57,7 +57,7 @@ def depthwise(inshape, wshape, stride, pad, dilation):
     same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
     gather = (kh - 1) * dilation[0] >= pad[0] and (kw - 1) * dilation[1] >= pad[1]
     tallData = (Route("tall-gather", "padding within the kernel's reach", "numpy when W is not finite") if gather
-                else Route("tall-scatter", "padding wider than the kernel's reach"))
+                else Route("tall-scatter", "padding wider than the kernel's reach", "numpy when W is not finite"))
     if flat:
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
         routes = [
