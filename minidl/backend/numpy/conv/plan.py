@@ -102,8 +102,9 @@ def pointwise(inshape, wshape):
     transposed = o < c
     chunk = 1 if l >= DIRECT_MIN_L else max(1, min(n, CHUNK_BYTES // (4 * (o + c) * l)))
     direct = chunk == 1     # a chunk of one image: its GEMM reads it in place, no copy
-    shortWhy = "" if l >= DIRECT_MIN_L else "maps of %d < %d pixels, but one image fills %d bytes: " % (
-        l, DIRECT_MIN_L, CHUNK_BYTES)
+    # short maps whose chunk still holds one image (a batch of one, or an image over CHUNK_BYTES)
+    shortWhy = "" if l >= DIRECT_MIN_L else "maps of %d < %d pixels, but a chunk holds one image: " % (
+        l, DIRECT_MIN_L)
     geometry = "%s * %s" % (inshape, wshape)
     if direct:
         gemm = Route("gemm", (shortWhy or "maps of %d >= %d pixels: " % (l, DIRECT_MIN_L))
