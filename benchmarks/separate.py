@@ -217,14 +217,10 @@ def _case(name):
 
 def _sides(name):
     """The sides for a case: onnxruntime only for models with eval modes, and only where installed."""
+    import importlib.util
     sides = ["minidl", "torch"]
-    if _case(name)[0] == "model":
-        try:
-            import importlib.util
-            if importlib.util.find_spec("onnxruntime") is not None:
-                sides.append("onnxruntime")
-        except ImportError:
-            pass
+    if _case(name)[0] == "model" and importlib.util.find_spec("onnxruntime") is not None:
+        sides.append("onnxruntime")
     return sides
 
 

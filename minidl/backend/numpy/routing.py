@@ -33,10 +33,6 @@ class Route:
     def __init__(self, impl, why, fallback=""):
         self.impl, self.why, self.fallback = impl, why, fallback
 
-    def __eq__(self, other):
-        return isinstance(other, Route) and (self.impl, self.why, self.fallback) == (other.impl, other.why,
-                                                                                     other.fallback)
-
     def __repr__(self):
         return "Route(%r, %r%s)" % (self.impl, self.why, ", fallback=%r" % self.fallback if self.fallback else "")
 
@@ -55,7 +51,7 @@ class Plan:
         return self.routes[passName].impl
 
     def __str__(self):
-        width = max(len(impl.impl) for impl in self.routes.values())
+        width = max(len(route.impl) for route in self.routes.values())
         lines = ["%s %s" % (self.family, self.geometry)]
         for name, route in self.routes.items():
             line = "  %-15s %-*s  %s" % (name, width, route.impl, route.why)

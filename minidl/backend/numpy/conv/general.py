@@ -26,13 +26,13 @@ from minidl.backend.numpy.gemm import matmul, overBatch, parts
 from minidl.backend.numpy.windows import tapSlice, unpadded
 
 
-def planFor(inshape, wshape, stride, pad, dilation, groups):
+def _planFor(inshape, wshape, stride, pad, dilation, groups):
     """plan.general for these arguments (tuples of ints, as its cache wants them)."""
     return _plan(tuple(inshape), tuple(wshape), tuple(stride), tuple(pad), tuple(dilation), int(groups))
 
 
 def conv2d(x, W, b, stride, pad, dilation, groups):
-    plan = planFor(x.shape, W.shape, stride, pad, dilation, groups)
+    plan = _planFor(x.shape, W.shape, stride, pad, dilation, groups)
     if plan["forward"] == "winograd":
         y = winograd.conv2d(x, W, b, pad, dilation, groups)
         if y is not None:
@@ -42,8 +42,7 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
     wg = np.asarray(W).reshape(groups, layout.og, layout.k)
     y = new((layout.n, layout.o, layout.ho, layout.wo))
     if layout.form == "numpy":
-        cols = im2col(x, (layout.kh, layout.kw), stride, pad, dilation, plan.outsize)
-        cols = cols.reshape(layout.n, groups, layout.k, layout.l)
+        cols = _batchColumns(layout, x, stride, pad, dilation)
         matmul(wg, cols, y.reshape(layout.n, groups, layout.og, layout.l))
         addBias(y, b)
         return host(y)
@@ -63,7 +62,7 @@ def conv2d(x, W, b, stride, pad, dilation, groups):
 
 
 def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
-    plan = planFor(inshape, W.shape, stride, pad, dilation, groups)
+    plan = _planFor(inshape, W.shape, stride, pad, dilation, groups)
     if plan["backwardData"] == "winograd":
         dx = winograd.conv2dBackwardData(dy, W, inshape, pad, dilation, groups)
         if dx is not None:
@@ -94,9 +93,14 @@ def conv2dBackwardData(dy, W, inshape, stride, pad, dilation, groups):
     return host(unpadded(dxp, pad, inshape))
 
 
-def _backwardParamsNumpy(layout, x, dy, wgrad, bgrad, stride, pad, dilation, groups):
+def _batchColumns(layout, x, stride, pad, dilation):
+    """The NumPy path's columns of the whole batch, (N, G, K, L): one strided-view copy."""
     cols = im2col(x, (layout.kh, layout.kw), stride, pad, dilation, (layout.ho, layout.wo))
-    cols = cols.reshape(layout.n, groups, layout.k, layout.l)
+    return cols.reshape(layout.n, layout.g, layout.k, layout.l)
+
+
+def _backwardParamsNumpy(layout, x, dy, wgrad, bgrad, stride, pad, dilation, groups):
+    cols = _batchColumns(layout, x, stride, pad, dilation)
     # per image dy (O/G x L) @ cols^T (L x K), summed over the batch: (N, G, O/G, K) is small
     dw = matmul(dy.reshape(layout.n, groups, layout.og, layout.l), cols.transpose(0, 1, 3, 2),
                 new((layout.n, groups, layout.og, layout.k))).sum(axis=0)
@@ -105,7 +109,7 @@ def _backwardParamsNumpy(layout, x, dy, wgrad, bgrad, stride, pad, dilation, gro
 
 
 def conv2dBackwardParams(x, dy, wgrad, bgrad, stride, pad, dilation, groups):
-    plan = planFor(x.shape, wgrad.shape, stride, pad, dilation, groups)
+    plan = _planFor(x.shape, wgrad.shape, stride, pad, dilation, groups)
     layout = plan.columns
     dy = contiguous(dy)
     if layout.form == "numpy":

@@ -95,18 +95,18 @@ def pointwise(inshape, wshape):
     """The Plan of a pointwise (1x1, stride 1, no padding, one group) convolution of x inshape
     (N, C, H, W) with W wshape (O, C, 1, 1): routes forward, backwardData, backwardParams; chunk,
     the images per GEMM of the chunked forms (1 for the direct ones); transposed, whether the weight
-    gradient's GEMM computes dW^T (C, O) and copies it back."""
+    gradient's GEMM computes dW^T (C, O) and copies it back. A chunk of one image is the direct form:
+    each GEMM reads its image in place."""
     n, c, h, w = inshape
     o = wshape[0]
     l = h * w
     transposed = o < c
     chunk = 1 if l >= DIRECT_MIN_L else max(1, min(n, CHUNK_BYTES // (4 * (o + c) * l)))
-    direct = chunk == 1     # a chunk of one image: its GEMM reads it in place, no copy
     # short maps whose chunk still holds one image (a batch of one, or an image over CHUNK_BYTES)
     shortWhy = "" if l >= DIRECT_MIN_L else "maps of %d < %d pixels, but a chunk holds one image: " % (
         l, DIRECT_MIN_L)
     geometry = "%s * %s" % (inshape, wshape)
-    if direct:
+    if chunk == 1:
         gemm = Route("gemm", (shortWhy or "maps of %d >= %d pixels: " % (l, DIRECT_MIN_L))
                      + "one GEMM per image, read in place")
         gram = "one GEMM per image, read in place"
@@ -117,6 +117,6 @@ def pointwise(inshape, wshape):
     # OpenBLAS ran big @ small^T 10-30% faster than small @ big^T on these shapes (measured on
     # MobileNetV2's projection layers): with fewer output than input maps, compute dW^T
     gram += "; dW^T computed (%d < %d maps) and copied back" % (o, c) if transposed else ""
-    params = Route("gram" if direct else "gram-chunked", gram)
+    params = Route("gram" if chunk == 1 else "gram-chunked", gram)
     return Plan("pointwise", geometry, [("forward", gemm), ("backwardData", gemm), ("backwardParams", params)],
-                chunk=chunk, direct=direct, transposed=transposed)
+                chunk=chunk, transposed=transposed)

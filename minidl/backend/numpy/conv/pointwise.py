@@ -81,14 +81,15 @@ def batchGram(a, b, out, chunk):
     return out
 
 
-def _planFor(x, W):
-    return _plan(tuple(x.shape), tuple(W.shape))
+def _planFor(inshape, wshape):
+    """plan.pointwise for x of inshape and W of wshape (tuples of ints, as its cache wants them)."""
+    return _plan(tuple(int(v) for v in inshape), tuple(int(v) for v in wshape))
 
 
 def pointwiseConv2d(x, W, b):
     n, c, h, w = x.shape
     o = W.shape[0]
-    plan = _planFor(x, W)
+    plan = _planFor(x.shape, W.shape)
     y = batchLeft(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w)), plan.chunk)
     y = y.reshape(n, o, h, w)
     addBias(y, b)
@@ -98,7 +99,7 @@ def pointwiseConv2d(x, W, b):
 def pointwiseConv2dBackwardData(dy, W):
     n, o, h, w = dy.shape
     c = W.shape[1]
-    plan = _plan((n, c, h, w), tuple(W.shape))
+    plan = _planFor((n, c, h, w), W.shape)
     dx = batchLeft(np.asarray(W).reshape(o, c).T, np.asarray(dy).reshape(n, o, h * w), new((n, c, h * w)), plan.chunk)
     return host(dx.reshape(n, c, h, w))
 
@@ -106,7 +107,7 @@ def pointwiseConv2dBackwardData(dy, W):
 def pointwiseConv2dBackwardParams(x, dy, wgrad, bgrad):
     n, c, h, w = x.shape
     o = dy.shape[1]
-    plan = _plan(tuple(x.shape), tuple(wgrad.shape))
+    plan = _planFor(x.shape, wgrad.shape)
     dy, x = np.asarray(dy).reshape(n, o, h * w), np.asarray(x).reshape(n, c, h * w)
     if plan.transposed:     # dW^T (C, O) = sum of x[n] @ dy[n]^T, copied back
         dw = batchGram(x, dy, np.empty((c, o), np.float32), plan.chunk).T
