@@ -11,8 +11,9 @@ weights), then timed as forward and as forward+backward (input and weight gradie
 minidl and PyTorch alternate, run after run, and the median of --repeat runs after
 --warmup is reported with the median of the per-pair ratios minidl/PyTorch. Both sides get the same thread
 count (OMP, OpenBLAS, MKL, numba and torch.set_num_threads); every other setting is each library's
-default as it stands with PyTorch imported first (so minidl finds OpenMP loaded: see README, "Speed
-on the CPU"; --omp-passive sets OMP_WAIT_POLICY=passive for both, as rounds 1-5 of RESULTS.md did).
+default as it stands with PyTorch imported first (minidl still runs its kernels on an OpenMP runtime
+of its own with passive waiting: see README, "Speed on the CPU"; --omp-passive sets
+OMP_WAIT_POLICY=passive for both, PyTorch's runtime included, as rounds 1-5 of RESULTS.md did).
 The machine's SGEMM GFLOP/s and copy GB/s are measured in the same run and each case's fraction of
 the relevant one is printed. Without PyTorch, minidl's figures alone. The separate-process mode
 (--mode separate or both) is benchmarks/separate.py: each side alone with its own defaults.
@@ -489,7 +490,7 @@ def main():
                         help="in one process (default), each side in its own process (separate.py), or both")
     parser.add_argument("--rounds", type=int, default=3, help="separate mode: rounds of one process per side")
     parser.add_argument("--omp-passive", action="store_true",
-                        help="in-process mode: OMP_WAIT_POLICY=passive for both sides (minidl's own setting)")
+                        help="in-process mode: OMP_WAIT_POLICY=passive for both sides (PyTorch's runtime too)")
     parser.add_argument("--memory-probe", nargs=2, metavar=("WHO", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:

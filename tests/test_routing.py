@@ -144,35 +144,58 @@ def _walkInto(module, inshape, kind, found):
     return module.dataShapeFrom(inshape)
 
 
-def test_thread_settings_wait_for_backend_selection():
-    """Importing the NumPy backend changes no process-wide setting; selecting it chooses numba's
-    threading layer and asks for passive OpenMP waiting (none loaded yet), which the first parallel
-    kernel then honours: the layer is OpenMP and its threads burn no CPU while the caller sleeps."""
+@pytest.mark.parametrize("first", [None, "torch", "sklearn.cluster"])
+def test_thread_settings_wait_for_backend_selection(tmp_path, first):
+    """Importing the NumPy backend loads no OpenMP runtime; selecting it loads numba's, with
+    passive waiting, and leaves the environment as it was. The first parallel kernel then runs on
+    that runtime, even where another library loaded its own OpenMP first (PyTorch's is in the
+    global symbol scope, where numba's calls would otherwise bind): the binding the dynamic linker
+    reports goes to a runtime loaded at selection, and its threads burn no CPU while the caller
+    sleeps."""
     if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no threads to set up")
+    if first is not None:
+        pytest.importorskip(first)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc and glibc's LD_DEBUG")
     script = r"""
-import os, time
+import os, sys, time
+if sys.argv[1] != "None":
+    __import__(sys.argv[1])
 import numpy as np
 import minidl.backend.numpy
-print("import", os.environ.get("OMP_WAIT_POLICY"))
+from minidl.backend.numpy import jit
+print("import", os.environ.get("OMP_WAIT_POLICY"), "numba.np.ufunc.omppool" in sys.modules)
+before = jit._openmpFiles()
 import minidl
 minidl.setBackend("numpy")
-print("select", os.environ.get("OMP_WAIT_POLICY"))
+print("select", os.environ.get("OMP_WAIT_POLICY"), "numba.np.ufunc.omppool" in sys.modules)
+print("new", *sorted(jit._openmpFiles() - before))
 from minidl.backend.numpy.elementwise import kernels
 x = np.random.randn(1 << 20).astype(np.float32)
 kernels.clipForward(x, x.copy(), np.float32(0), np.float32(1))
 import numba
 c0 = time.process_time(); time.sleep(0.3); idle = time.process_time() - c0
-print("layer", numba.threading_layer(), "idle", idle)
+print("layer", numba.threading_layer(), idle)
 """
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    env.update(LD_DEBUG="bindings", LD_DEBUG_OUTPUT=str(tmp_path / "ld"))
+    proc = subprocess.run([sys.executable, "-c", script, str(first)], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    assert lines["import"] == "None", "importing the backend set OMP_WAIT_POLICY"
-    assert lines["select"] == "passive"
-    layer, _, idle = lines["layer"].split()
+    lines = {line.split(" ", 1)[0]: line.split(" ")[1:] for line in proc.stdout.splitlines()}
+    assert lines["import"] == ["None", "False"], "importing the backend set OMP_WAIT_POLICY or loaded OpenMP"
+    assert lines["select"] == ["None", "True"], "selecting the backend left OMP_WAIT_POLICY set, or loaded no OpenMP"
+    loadedNow = lines["new"]
+    assert loadedNow, "selecting the backend loaded no OpenMP runtime of numba's own"
+    # where the linker bound the OpenMP layer's parallel-region entry (one log file per process)
+    bound = set()
+    for log in tmp_path.iterdir():
+        for line in log.read_text(errors="replace").splitlines():
+            if "omppool" in line and "`GOMP_parallel'" in line:
+                bound.add(os.path.realpath(line.split(" to ", 1)[1].split(" [", 1)[0]))
+    assert bound and bound <= {os.path.realpath(f) for f in loadedNow}, (bound, loadedNow)
+    layer, idle = lines["layer"]
     assert layer == "omp"
     # a spinning pool burns ~0.3 s per spare core in that sleep (measured 1.0 CPU-s per idle second
     # with OMP_WAIT_POLICY=active on 2 cores); passive threads sleep at once

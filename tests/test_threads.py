@@ -2,8 +2,9 @@
 numba can pick, without a crash and with the results of a run one after the other.
 
 numba fixes its threading layer once per process, so each layer runs in a subprocess: named with
-NUMBA_THREADING_LAYER, or chosen by minidl (workqueue when another library loaded OpenMP first, as
-`import sklearn.cluster` does, or under OMP_WAIT_POLICY=active). The workqueue layer aborts the
+NUMBA_THREADING_LAYER, or chosen by minidl (OpenMP with a runtime of numba's own even when another
+library loaded OpenMP first, as `import sklearn.cluster` and `import torch` do; workqueue under
+OMP_WAIT_POLICY=active). The workqueue layer aborts the
 process (SIGABRT, "Concurrent access has been detected") when two threads launch parallel kernels
 at once; minidl serialises its launches there (jit.py).
 """
@@ -25,6 +26,8 @@ SCRIPT = r"""
 import sys, threading
 if sys.argv[1] == "openmp-first":
     import sklearn.cluster  # noqa: F401   (loads OpenMP before minidl)
+if sys.argv[1] == "torch-first":
+    import torch  # noqa: F401   (puts its OpenMP runtime in the global symbol scope before minidl)
 if sys.argv[1] == "tbb":
     try:
         from numba.np.ufunc import tbbpool  # noqa: F401
@@ -77,7 +80,8 @@ LAYERS = [
     # the run takes 20x longer on two cores (the spinning teams starve each other)
     ("omp", {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"}, "omp"),
     ("tbb", {"NUMBA_THREADING_LAYER": "tbb"}, "tbb"),
-    ("openmp-first", {}, "workqueue"),
+    ("openmp-first", {}, "omp"),
+    ("torch-first", {}, "omp"),
     ("omp-wait-active", {"OMP_WAIT_POLICY": "active"}, "workqueue"),
 ]
 
@@ -88,6 +92,8 @@ def test_two_threads_train_separate_models(name, extra, layer):
         pytest.skip("numba not installed (or MINIDL_NUMBA=0): no threading layer")
     if name == "openmp-first":
         pytest.importorskip("sklearn.cluster")
+    if name == "torch-first":
+        pytest.importorskip("torch")
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
     env.update(extra, MINIDL_BACKEND="numpy", MINIDL_NUMBA="1")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, name], env=env, cwd=ROOT, capture_output=True, text=True,

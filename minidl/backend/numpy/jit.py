@@ -33,6 +33,7 @@ OpenMP runtime reads OMP_WAIT_POLICY when it loads, which for minidl is that sam
 
 import functools
 import os
+import sys
 import threading
 
 import numpy as np
@@ -90,30 +91,59 @@ else:
 
 # ---- threads --------------------------------------------------------------------------------------
 
-def _openmpLoaded():
-    """Whether an OpenMP runtime is already loaded in this process (it read its settings then)."""
+def _openmpFiles():
+    """The OpenMP runtime files loaded in this process (None where /proc cannot tell)."""
     try:
         with open("/proc/self/maps") as maps:
-            return any("libgomp" in line or "libiomp" in line for line in maps)
+            return {line.split(None, 5)[-1].strip() for line in maps if "libgomp" in line or "libiomp" in line}
     except OSError:
-        return True     # cannot tell: assume so, and trust only an explicit setting
+        return None
+
+
+def _loadPassiveRuntime():
+    """Load numba's OpenMP layer now, with passive waiting, and say whether that worked.
+
+    Spinning pools are the enemy on a small machine: an OpenMP thread that spins after its
+    parallel region steals the core from the GEMM thread that runs next (measured: a training step
+    twice as long). With passive waiting OpenMP's threads sleep at once, and the calling thread
+    takes a share of every region, so a region costs one wake-up instead of the three of workqueue
+    (two workers, then the caller): a MobileNet training step ~10% faster.
+
+    libgomp reads OMP_WAIT_POLICY once, when it loads. So minidl loads numba's OpenMP layer (the
+    extension numba itself loads for the layer) with the variable set to passive, then puts the
+    environment back as it was: the setting reaches only the runtime loaded in that moment, never
+    the user's environment, subprocesses, or a runtime another library loads later. PyTorch and
+    scikit-learn wheels bring their own copies of libgomp, so numba's is a runtime of its own even
+    when they were imported first (with the binding below). Returns False (and workqueue is taken)
+    where the layer cannot load, or where its runtime was already loaded (by another library, with
+    settings of its own).
+    """
+    before = _openmpFiles()
+    flags = sys.getdlopenflags()
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    # RTLD_DEEPBIND: the extension's OpenMP calls bind to the runtime it is linked with, loaded
+    # here, and not to one already in the process's global symbol scope: PyTorch puts its libgomp
+    # there, and without this numba's parallel regions ran on PyTorch's runtime, whose threads spin
+    # after every region (measured: the pointwise GEMM after a depthwise kernel 1.9x slower).
+    sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp, which reads the policy)
+    except ImportError:
+        return False                        # no libgomp on this machine
+    finally:
+        sys.setdlopenflags(flags)
+        del os.environ["OMP_WAIT_POLICY"]
+    after = _openmpFiles()
+    return before is not None and after is not None and bool(after - before)
 
 
 def _threadingLayer():
     """numba's threading layer: OpenMP with passive waiting where that can be had, else workqueue.
-
-    Spinning pools are the enemy on a small machine: an OpenMP thread that spins after its
-    parallel region steals the core from the GEMM thread that runs next (measured: a training step
-    twice as long). With OMP_WAIT_POLICY=passive OpenMP's threads sleep at once, and the calling
-    thread takes a share of every region, so a region costs one wake-up instead of the three of
-    workqueue (two workers, then the caller): a MobileNet training step ~10% faster. The policy is
-    read once, when the runtime loads, so minidl sets it (unless the user did) only while no
-    OpenMP runtime is loaded yet; the setting then also holds for libraries loaded later that
-    share the runtime, such as PyTorch's.
-    """
-    if not _openmpLoaded():
-        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-    return "omp" if os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive" else "workqueue"
+    A policy the user set stands: passive gives OpenMP, any other (spinning) gives workqueue."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if policy is not None:
+        return "omp" if policy.lower() == "passive" else "workqueue"
+    return "omp" if _loadPassiveRuntime() else "workqueue"
 
 
 _configured = []
@@ -148,8 +178,8 @@ def parallelChunks():
     return 4 * numThreads()
 
 
-# numba's workqueue layer (taken when another library loaded OpenMP first, or with
-# OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch parallel
+# numba's workqueue layer (taken where numba's OpenMP runtime cannot be loaded passive, or with the
+# user's OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch parallel
 # kernels at once. Launches are serialised while the layer is, or may be, workqueue: until the first
 # launch has run numba has not picked its layer, so that one holds the lock too. The OpenMP and TBB
 # layers take concurrent launches, so there the lock is skipped (the check costs 0.1 us a launch).
