@@ -48,7 +48,17 @@ BENCHMARK_CASES = [
     # and the shapes around the thresholds
     ("stem_wide_loses", "general", (8, 3, 32, 32), (16, 3, 3, 3), 1, 0, 1, 1, "im2col/im2col/im2col"),
     ("wide", "general", (8, 16, 12, 12), (16, 16, 3, 3), 1, 0, 1, 1, "im2col-wide/im2col-wide/im2col-wide"),
-    ("depthwise_flat_16x16", "depthwise", (4, 8, 16, 16), (8, 1, 3, 3), 1, 1, 1, 8, "flat/flat/flat/flat"),
+    ("depthwise_flat_16x16", "depthwise", (16, 8, 16, 16), (8, 1, 3, 3), 1, 1, 1, 8, "flat/flat/flat/flat"),
+    # the flat form's batch thresholds (FLAT_MIN_BATCH 8 forward, FLAT_MIN_BATCH_BACKWARD 16 gradients)
+    ("depthwise_flat_batch_7", "depthwise", (7, 8, 16, 16), (8, 1, 3, 3), 1, 1, 1, 8,
+     "tall/tall-gather/tall/tall-fused"),
+    ("depthwise_flat_batch_8", "depthwise", (8, 8, 16, 16), (8, 1, 3, 3), 1, 1, 1, 8,
+     "flat/tall-gather/tall/tall-fused"),
+    ("depthwise_flat_batch_15_s2", "depthwise", (15, 8, 16, 16), (8, 1, 3, 3), 2, 1, 1, 8,
+     "flat/tall-gather/tall/tall-fused"),
+    ("depthwise_flat_batch_16_s2", "depthwise", (16, 8, 16, 16), (8, 1, 3, 3), 2, 1, 1, 8, "flat/flat/flat/flat"),
+    ("depthwise_batch_1_s2", "depthwise", (1, 64, 112, 112), (64, 1, 3, 3), 2, 1, 1, 64,
+     "tall/tall-gather/tall/tall-fused"),
     ("depthwise_tall_24x24", "depthwise", (4, 8, 24, 24), (8, 1, 3, 3), 1, 1, 1, 8,
      "tall/tall-gather/tall/tall-fused"),
     ("depthwise_scatter", "depthwise", (2, 2, 5, 6), (2, 1, 3, 3), 1, (3, 2), 1, 2,

@@ -2,7 +2,8 @@
 
 Three implementations, fastest first where they apply:
 - "flat" (flat.py): multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), at
-  stride 1 on maps of at most FLAT_MAX_PLANE pixels, at stride 2 on maps of even height;
+  stride 1 on maps of at most FLAT_MAX_PLANE pixels, at stride 2 on maps of even height, for
+  batches of at least FLAT_MIN_BATCH images (FLAT_MIN_BATCH_BACKWARD for the gradients);
 - "tall" (tall.py): every other geometry, while numba is on;
 - "numpy" (reference.py): without numba, and the exact path for values the kernels cannot take.
 """
@@ -17,6 +18,13 @@ from minidl.shapes import windowOutSize2d
 # tall blocks' dot products stay in registers); at stride 2 it was faster on every size measured,
 # up to 112x112
 FLAT_MAX_PLANE = 256
+# fewest images for the flat form: it lays each block of channels' weights out along the block's
+# pixels once per call and reuses them over the images, which only pays with enough images. Measured
+# on 2 cores (MobileNet shapes, 7x7 to 112x112, stride 1 and 2): the tall form faster at 1-4 images
+# forward (1.2-1.9x at one image), the flat one from 8 on; for the gradients the tall form faster
+# through 8 images, the two within ~5% at 16 and the flat one ahead beyond (where training batches are)
+FLAT_MIN_BATCH = 8
+FLAT_MIN_BATCH_BACKWARD = 16
 
 
 
@@ -53,27 +61,37 @@ def depthwise(inshape, wshape, stride, pad, dilation):
         why = "numba is off (%s)" % jit.disabledBy
         return Plan("depthwise", geometry, [(p, Route("numpy", why)) for p in
                                             ("forward", "backwardData", "backwardParams", "backward")], **data)
-    flat, why = _flat(inshape, wshape, stride, pad, dilation)
+    flat, reason = _flat(inshape, wshape, stride, pad, dilation)
     same = (kh - 1) * dilation[0] == 2 * pad[0] and (kw - 1) * dilation[1] == 2 * pad[1]
     gather = (kh - 1) * dilation[0] >= pad[0] and (kw - 1) * dilation[1] >= pad[1]
     tallData = (Route("tall-gather", "padding within the kernel's reach", "numpy when W is not finite") if gather
                 else Route("tall-scatter", "padding wider than the kernel's reach", "numpy when W is not finite"))
-    if flat:
+    n = inshape[0]
+    flatForward, flatBackward = flat and n >= FLAT_MIN_BATCH, flat and n >= FLAT_MIN_BATCH_BACKWARD
+
+    def why(usesFlat, minimum):
+        if usesFlat or not flat:
+            return reason
+        return "%s, but a batch of %d < %d: the flat form's weight layout would not pay" % (reason, n, minimum)
+    if flatForward or flatBackward:
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
-        routes = [
-            ("forward", Route("flat", why, "tall when the result is not finite")),
-            ("backwardData", Route("flat", why, "tall-gather when the result is not finite, then numpy when W is not")),
-            ("backwardParams", Route("flat", why, "numpy when the result is not finite")),
-            ("backward", Route("flat", why + "; both gradients in one pass",
+    forward = (Route("flat", reason, "tall when the result is not finite") if flatForward
+               else Route("tall", why(False, FLAT_MIN_BATCH)))
+    if flatBackward:
+        backward = [
+            ("backwardData", Route("flat", reason, "tall-gather when the result is not finite, then numpy when W "
+                                   "is not")),
+            ("backwardParams", Route("flat", reason, "numpy when the result is not finite")),
+            ("backward", Route("flat", reason + "; both gradients in one pass",
                                "the separate passes when the result is not finite")),
         ]
     else:
-        routes = [
-            ("forward", Route("tall", why)),
+        backward = [
             ("backwardData", tallData),
-            ("backwardParams", Route("tall", why, "numpy when the result is not finite")),
+            ("backwardParams", Route("tall", why(False, FLAT_MIN_BATCH_BACKWARD), "numpy when the result is not "
+                                     "finite")),
             ("backward", Route("tall-fused", "'same' padding: one gather of dy serves both gradients",
                                "the separate passes when W or the result is not finite") if same
              else Route("separate", "padding not 'same': backwardData, then backwardParams")),
         ]
-    return Plan("depthwise", geometry, routes, **data)
+    return Plan("depthwise", geometry, [("forward", forward)] + backward, **data)
