@@ -8,10 +8,12 @@ order rotating from round to round:
 - solo: minidl alone;
 - torch-imported: `import torch` before minidl, then minidl's steps only;
 - torch-computing: a PyTorch training step (the same model, mirrored) before each minidl step, as a
-  teacher model or a torch-based augmentation would; only minidl's steps are timed;
+  teacher model or a torch-based augmentation would;
+- torch-after: the same, with PyTorch imported after minidl's backend is selected (PyTorch then
+  shares numba's OpenMP runtime, passive waiting included: README, "Speed on the CPU");
 - sklearn-imported: `import sklearn.cluster` first (another OpenMP user), where installed.
-Reported: the median over rounds of each scenario's median step, and its ratio to solo's (the
-target: within 1.10).
+Reported: the median over rounds of each scenario's median minidl step, and its ratio to solo's (the
+target: within 1.10); in the torch-computing scenarios also PyTorch's median step.
 """
 
 import argparse
@@ -25,11 +27,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-SCENARIOS = ("solo", "torch-imported", "torch-computing", "sklearn-imported")
+SCENARIOS = ("solo", "torch-imported", "torch-computing", "torch-after", "sklearn-imported")
 
 
 def worker(scenario, model, steps, batch):
-    if scenario.startswith("torch"):
+    if scenario in ("torch-imported", "torch-computing"):
         import torch  # noqa: F401   (loads PyTorch, and its OpenMP runtime, before minidl)
     elif scenario == "sklearn-imported":
         import sklearn.cluster  # noqa: F401
@@ -44,7 +46,7 @@ def worker(scenario, model, steps, batch):
     labels = gpuarray.to_gpu(np.random.randint(0, 10, batch).astype(np.int32))
     step = minidlTrainStep(net, x, labels)
     other = None
-    if scenario == "torch-computing":
+    if scenario in ("torch-computing", "torch-after"):
         import torch
         import torch.nn.functional as F
         sys.path.insert(0, os.path.join(ROOT, "tests"))
@@ -57,22 +59,29 @@ def worker(scenario, model, steps, batch):
             topt.zero_grad(set_to_none=False)
             F.cross_entropy(tnet(tx), tl).backward()
             topt.step()
-    times = []
+    times, otherTimes = [], []
     for i in range(steps + 2):
         if other is not None:
+            start = time.perf_counter()
             other()
+            if i >= 2:
+                otherTimes.append(time.perf_counter() - start)
         start = time.perf_counter()
         step()
         if i >= 2:      # two warm-up steps
             times.append(time.perf_counter() - start)
     import numba
+    from minidl.backend.numpy import jit
     print(json.dumps({"scenario": scenario, "ms": 1e3 * statistics.median(times),
-                      "layer": numba.threading_layer(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
+                      "openmp_runtimes": sorted(jit._openmpFiles() or ()),
+                      "torch_ms": 1e3 * statistics.median(otherTimes) if otherTimes else None,
+                      "layer": numba.threading_layer(), "user_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}))
 
 
 def available(scenario):
     import importlib.util
-    need = {"torch-imported": "torch", "torch-computing": "torch", "sklearn-imported": "sklearn"}.get(scenario)
+    need = {"torch-imported": "torch", "torch-computing": "torch", "torch-after": "torch",
+            "sklearn-imported": "sklearn"}.get(scenario)
     return need is None or importlib.util.find_spec(need) is not None
 
 
@@ -104,13 +113,15 @@ def main():
         rounds.append(got)
     print("MobileNet%s-0.5 CIFAR training step, batch %d, %d rounds (OMP_WAIT_POLICY in the environment: %s)"
           % (args.model.upper(), args.batch, args.rounds, os.environ.get("OMP_WAIT_POLICY")))
-    print("%-18s %10s %10s  %s" % ("scenario", "step ms", "vs solo", "numba layer"))
+    print("%-18s %10s %10s  %-12s %s" % ("scenario", "step ms", "vs solo", "numba layer", "PyTorch step ms"))
     summary = {}
     for s in scenarios:
         ms = statistics.median(rd[s]["ms"] for rd in rounds)
         ratio = statistics.median(rd[s]["ms"] / rd["solo"]["ms"] for rd in rounds)
-        summary[s] = {"ms": ms, "vs_solo": ratio, "layer": rounds[0][s]["layer"]}
-        print("%-18s %10.1f %10.2f  %s" % (s, ms, ratio, rounds[0][s]["layer"]))
+        torchMs = statistics.median(rd[s]["torch_ms"] for rd in rounds) if rounds[0][s]["torch_ms"] else None
+        summary[s] = {"ms": ms, "vs_solo": ratio, "layer": rounds[0][s]["layer"], "torch_ms": torchMs}
+        print("%-18s %10.1f %10.2f  %-12s %s" % (s, ms, ratio, rounds[0][s]["layer"],
+                                                 "-" if torchMs is None else "%.1f" % torchMs))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "batch": args.batch, "rounds": rounds, "summary": summary}, f, indent=2)

@@ -460,21 +460,41 @@ def test_layer_suites_pass_on_the_pure_numpy_path():
     (False, None, "workqueue"),     # no libgomp, or its runtime was loaded before with its own settings
     (True, "active", "workqueue"),  # the user's choice stands; spinning threads: workqueue
     (True, "PASSIVE", "omp"),
+    (True, "", "omp"),              # empty is unset, for libgomp too: minidl loads its runtime
 ])
 def test_threading_layer_choice(monkeypatch, loaded, policy, layer):
     """The layer follows the user's OMP_WAIT_POLICY where set, else whether minidl could load
-    numba's runtime with passive waiting; the environment is left as it was either way."""
+    numba's runtime with passive waiting; the environment is left as it was either way (the
+    loader itself sees no user value: it sets passive for the load)."""
     if not jit.enabled:
         pytest.skip("numba not installed (or MINIDL_NUMBA=0)")
     asked = []
-    monkeypatch.setattr(jit, "_loadPassiveRuntime", lambda: asked.append(True) or loaded)
+
+    def loader():
+        asked.append(os.environ.get("OMP_WAIT_POLICY"))
+        return loaded
+    monkeypatch.setattr(jit, "_loadPassiveRuntime", loader)
     if policy is None:
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     else:
         monkeypatch.setenv("OMP_WAIT_POLICY", policy)
     assert jit._threadingLayer() == layer
     assert os.environ.get("OMP_WAIT_POLICY") == policy
-    assert asked == ([True] if policy is None else [])
+    assert asked == ([None] if not policy else [])
+
+
+def test_runtime_loader_restores_process_settings(monkeypatch):
+    """Where numba's runtime is already loaded (this process selected the backend), the loader says
+    so (False: it could not set the runtime's policy) and leaves no trace: OMP_WAIT_POLICY unset,
+    the dlopen flags as they were."""
+    import sys
+    if not jit.enabled or "numba.np.ufunc.omppool" not in sys.modules:
+        pytest.skip("numba's OpenMP layer is not loaded in this process")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    flags = sys.getdlopenflags()
+    assert jit._loadPassiveRuntime() is False
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert sys.getdlopenflags() == flags
 
 
 @pytest.mark.parametrize("l", [6, 300], ids=["chunked", "direct"])

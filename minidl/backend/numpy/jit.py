@@ -25,10 +25,10 @@ serial, and numba compiles error-message code for an axis reduction such as a.su
 a slice assignment from an array outside a prange loop (~1-2 s per process for each kind), so the
 kernels use plain loops there.
 
-Threads: ``configure()`` picks numba's threading layer (and asks for passive OpenMP waiting where
-it may). It runs when the NumPy backend is selected (minidl.backend.setBackend), not at import, and
-at the latest before the first parallel launch: numba reads its layer at that launch, and an
-OpenMP runtime reads OMP_WAIT_POLICY when it loads, which for minidl is that same launch.
+Threads: ``configure()`` picks numba's threading layer, loading numba's OpenMP runtime with passive
+waiting where it can (see _loadPassiveRuntime). It runs when the NumPy backend is selected
+(minidl.backend.setBackend), not at import, and at the latest before the first parallel launch,
+where numba reads its layer.
 """
 
 import functools
@@ -95,7 +95,8 @@ def _openmpFiles():
     """The OpenMP runtime files loaded in this process (None where /proc cannot tell)."""
     try:
         with open("/proc/self/maps") as maps:
-            return {line.split(None, 5)[-1].strip() for line in maps if "libgomp" in line or "libiomp" in line}
+            return {line.split(None, 5)[-1].strip() for line in maps
+                    if "libgomp" in line or "libiomp" in line or "libomp" in line}
     except OSError:
         return None
 
@@ -110,15 +111,22 @@ def _loadPassiveRuntime():
     (two workers, then the caller): a MobileNet training step ~10% faster.
 
     libgomp reads OMP_WAIT_POLICY once, when it loads. So minidl loads numba's OpenMP layer (the
-    extension numba itself loads for the layer) with the variable set to passive, then puts the
-    environment back as it was: the setting reaches only the runtime loaded in that moment, never
-    the user's environment, subprocesses, or a runtime another library loads later. PyTorch and
-    scikit-learn wheels bring their own copies of libgomp, so numba's is a runtime of its own even
-    when they were imported first (with the binding below). Returns False (and workqueue is taken)
-    where the layer cannot load, or where its runtime was already loaded (by another library, with
-    settings of its own).
+    extension numba itself loads for the layer) with the variable set to passive, then takes it out
+    of the environment again: the user's environment and subprocesses never see it, nor does a
+    runtime another library loaded earlier. The PyTorch and scikit-learn wheels bring their own
+    copies of libgomp, and numba's wheel links the system's by its full name (libgomp.so.1.0.0), so
+    numba's is a runtime of its own even when they were imported first (with the binding below).
+    A library loaded later that asks for the same runtime gets this one, passive waiting included:
+    the PyTorch wheel's libgomp has the system's soname (libgomp.so.1), so a PyTorch imported after
+    the NumPy backend is selected runs its OpenMP on numba's runtime (README, "Speed on the CPU").
+
+    Returns False (and workqueue is taken) where the layer cannot load, where this cannot be done
+    or checked (no dlopen flags, no /proc: not Linux), or where numba's runtime was already loaded
+    (by another library, with settings of its own).
     """
     before = _openmpFiles()
+    if before is None or not hasattr(sys, "setdlopenflags"):
+        return False
     flags = sys.getdlopenflags()
     os.environ["OMP_WAIT_POLICY"] = "passive"
     # RTLD_DEEPBIND: the extension's OpenMP calls bind to the runtime it is linked with, loaded
@@ -132,21 +140,28 @@ def _loadPassiveRuntime():
         return False                        # no libgomp on this machine
     finally:
         sys.setdlopenflags(flags)
-        del os.environ["OMP_WAIT_POLICY"]
+        os.environ.pop("OMP_WAIT_POLICY", None)
     after = _openmpFiles()
-    return before is not None and after is not None and bool(after - before)
+    return after is not None and bool(after - before)
 
 
 def _threadingLayer():
     """numba's threading layer: OpenMP with passive waiting where that can be had, else workqueue.
-    A policy the user set stands: passive gives OpenMP, any other (spinning) gives workqueue."""
-    policy = os.environ.get("OMP_WAIT_POLICY")
-    if policy is not None:
+    A policy the user set stands: passive gives OpenMP, any other (spinning) gives workqueue; an
+    empty one is unset, as for libgomp."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "")
+    if policy:
         return "omp" if policy.lower() == "passive" else "workqueue"
-    return "omp" if _loadPassiveRuntime() else "workqueue"
+    user = os.environ.pop("OMP_WAIT_POLICY", None)    # "" or None: put back as it was
+    try:
+        return "omp" if _loadPassiveRuntime() else "workqueue"
+    finally:
+        if user is not None:
+            os.environ["OMP_WAIT_POLICY"] = user
 
 
 _configured = []
+_configureLock = threading.Lock()
 
 
 def configure():
@@ -154,15 +169,17 @@ def configure():
     stands). Called when the NumPy backend is selected, and by the first parallel launch."""
     if _configured or not enabled:
         return
-    _configured.append(True)
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        return
-    if _threadingLayer() == "omp":
-        # workqueue stays the fallback where numba's OpenMP layer cannot load (no libgomp)
-        numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-        numba.config.THREADING_LAYER = "default"
-    else:
-        numba.config.THREADING_LAYER = "workqueue"
+    with _configureLock:    # two threads' first launches at once: one loads the runtime
+        if _configured:
+            return
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            if _threadingLayer() == "omp":
+                # workqueue stays the fallback where numba's OpenMP layer cannot load (no libgomp)
+                numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+                numba.config.THREADING_LAYER = "default"
+            else:
+                numba.config.THREADING_LAYER = "workqueue"
+        _configured.append(True)
 
 
 def numThreads():

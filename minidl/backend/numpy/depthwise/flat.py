@@ -1,8 +1,9 @@
 """Depthwise convolution kernels in the "flat" form (numba; see jit.py).
 
 For multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), at stride 1 on
-small maps and at stride 2 on maps of even height; plan.py picks it, and the tall-block kernels
-(tall.py) take every other case.
+small maps and at stride 2 on maps of even height, for batches large enough to pay for the
+expanded weights below; plan.py picks it, and the tall-block kernels (tall.py) take every other
+case.
 
 Why: the tall-block kernels copy every image row into a padded scratch and back out. On 8x8
 maps those are 8-float copies, and their per-copy overhead (~10 ns in numba) was most of the
@@ -20,8 +21,9 @@ where the read is valid and 0 where it is not. The phases carry zero margins, so
 bounds check. Each tap is one long vector loop, and the expanded weights are built once per block
 and reused for every image.
 
-Not supported here: multipliers, other padding, other strides, odd heights at stride 2, and
-stride 1 on large maps, where the tall blocks' backward wins (24x24 ran 20% slower flat: the
+Not supported here: multipliers, other padding, other strides, odd heights at stride 2, small
+batches (the expanded weights are built per call: below 8 images forward, 16 for the gradients,
+the tall blocks win), and stride 1 on large maps, where the tall blocks' backward wins (24x24 ran 20% slower flat: the
 weight gradient's per-pixel products are written per image where the tall blocks' dot products
 stay in registers).
 

@@ -69,14 +69,15 @@ def depthwise(inshape, wshape, stride, pad, dilation):
     n = inshape[0]
     flatForward, flatBackward = flat and n >= FLAT_MIN_BATCH, flat and n >= FLAT_MIN_BATCH_BACKWARD
 
-    def why(usesFlat, minimum):
-        if usesFlat or not flat:
-            return reason
+    def tallWhy(minimum, otherwise):
+        """Why a tall route, where the flat geometry holds but the batch is too small for it."""
+        if not flat:
+            return otherwise
         return "%s, but a batch of %d < %d: the flat form's weight layout would not pay" % (reason, n, minimum)
     if flatForward or flatBackward:
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
     forward = (Route("flat", reason, "tall when the result is not finite") if flatForward
-               else Route("tall", why(False, FLAT_MIN_BATCH)))
+               else Route("tall", tallWhy(FLAT_MIN_BATCH, reason)))
     if flatBackward:
         backward = [
             ("backwardData", Route("flat", reason, "tall-gather when the result is not finite, then numpy when W "
@@ -86,11 +87,12 @@ def depthwise(inshape, wshape, stride, pad, dilation):
                                "the separate passes when the result is not finite")),
         ]
     else:
+        small = FLAT_MIN_BATCH_BACKWARD
         backward = [
-            ("backwardData", tallData),
-            ("backwardParams", Route("tall", why(False, FLAT_MIN_BATCH_BACKWARD), "numpy when the result is not "
-                                     "finite")),
-            ("backward", Route("tall-fused", "'same' padding: one gather of dy serves both gradients",
+            ("backwardData", Route(tallData.impl, tallWhy(small, tallData.why), tallData.fallback)),
+            ("backwardParams", Route("tall", tallWhy(small, reason), "numpy when the result is not finite")),
+            ("backward", Route("tall-fused", tallWhy(small, "'same' padding: one gather of dy serves both "
+                                                            "gradients"),
                                "the separate passes when W or the result is not finite") if same
              else Route("separate", "padding not 'same': backwardData, then backwardParams")),
         ]

@@ -1,7 +1,7 @@
 """Depthwise convolution kernels on "tall" blocks of images (numba; see jit.py).
 
 These take every depthwise geometry the flat kernels (flat.py) do not: channel multipliers, any
-padding, stride and dilation, large maps (plan.py says which). Weights (C*M, 1, kh, kw), output
+padding, stride and dilation, large maps, and small batches (plan.py says which). Weights (C*M, 1, kh, kw), output
 channel c*M + m from input channel c.
 
 How: the kernels work on a block of B images of one channel at a time, stacked into a private
