@@ -20,9 +20,10 @@ from minidl.shapes import windowOutSize2d
 FLAT_MAX_PLANE = 256
 # fewest images for the flat form: it lays each block of channels' weights out along the block's
 # pixels once per call and reuses them over the images, which only pays with enough images. Measured
-# on 2 cores (MobileNet shapes, 7x7 to 112x112, stride 1 and 2): the tall form faster at 1-4 images
-# forward (1.2-1.9x at one image), the flat one from 8 on; for the gradients the tall form faster
-# through 8 images, the two within ~5% at 16 and the flat one ahead beyond (where training batches are)
+# on 2 cores (benchmarks/depthwise_batch.py: MobileNet shapes, 7x7 to 112x112, stride 1 and 2):
+# forward, the tall form 1.3-1.8x faster at one image, the two about even at 4, the flat one ahead
+# from 8; the fused backward, the tall form 1.4-2.2x faster at one image and ahead through 8, the two
+# even at 16 (each ahead on half the shapes), the flat one 1.05-1.9x faster at 32 and 64
 FLAT_MIN_BATCH = 8
 FLAT_MIN_BATCH_BACKWARD = 16
 
