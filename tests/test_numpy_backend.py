@@ -511,7 +511,11 @@ def test_batch_gemms_match_einsum(monkeypatch, l):
         assertClose(gram, np.einsum("nml,npl->mp", u.astype(np.float64), v), 1e-4, 1e-4, "batchGram")
     w = np.random.randn(p, m).astype(np.float32)
     left = pointwise.batchLeft(w, a, np.empty((n, p, l), np.float32), chunk)
-    assertClose(left, np.einsum("pm,nml->npl", w.astype(np.float64), a), 1e-4, 1e-4, "batchLeft")
+    expected = np.einsum("pm,nml->npl", w.astype(np.float64), a)
+    assertClose(left, expected, 1e-4, 1e-4, "batchLeft")
+    bias = np.random.randn(p, 1).astype(np.float32)      # added per image (or chunk) after its GEMM
+    left = pointwise.batchLeft(w, a, np.full((n, p, l), np.nan, np.float32), chunk, bias)
+    assertClose(left, expected + bias, 1e-4, 1e-4, "batchLeft with a bias")
 
 
 # (id, x shape, O, pad, dilation, groups): stride-1 3x3 convs forced through Winograd F(2x2, 3x3)

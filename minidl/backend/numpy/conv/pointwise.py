@@ -10,7 +10,7 @@ geometry whether the images go one GEMM each (long maps) or a few per GEMM throu
 import numpy as np
 
 from minidl.backend.numpy.array import host, new
-from minidl.backend.numpy.bias import accBiasGrad, addBias
+from minidl.backend.numpy.bias import accBiasGrad
 from minidl.backend.numpy.conv.plan import pointwise as _plan
 from minidl.backend.numpy.gemm import matmul, overBatch
 
@@ -23,21 +23,34 @@ def _mapMajor(buf, images):
     return buf.reshape(r, k * l)[:, :count * l]
 
 
-def batchLeft(w, x, out, chunk):
-    """out[n] = w @ x[n] for w (M, C), x (N, C, L), out (N, M, L); returns out. chunk: images per
-    GEMM, through map-major copies ((C, k*L) in, (M, k*L) out, cache-sized); 1: one GEMM per image,
-    straight from the operands."""
+def batchLeft(w, x, out, chunk, bias=None):
+    """out[n] = w @ x[n] (+ bias) for w (M, C), x (N, C, L), out (N, M, L), bias (M, 1) or None;
+    returns out. chunk: images per GEMM, through map-major copies ((C, k*L) in, (M, k*L) out,
+    cache-sized); 1: one GEMM per image, straight from the operands. The bias is added to each
+    image's (or chunk's) output right after its GEMM, while it is still in cache: as a pass of its
+    own over the whole output it cost a third of the forward (2.46 -> 3.24 ms for 32x128x16x16 to
+    256 maps)."""
     w, x = np.asarray(w), np.asarray(x)
     n, c, l = x.shape
     m = w.shape[0]
     if chunk == 1:
-        return matmul(w, x, out)
+        if bias is None:
+            return matmul(w, x, out)
+
+        def image(t, lo, hi):
+            for i in range(lo, hi):
+                np.matmul(w, x[i], out=out[i])
+                out[i] += bias
+        overBatch(n, image)
+        return out
 
     def piece(t, lo, hi):
         xbuf, ybuf = np.empty((c, chunk, l), np.float32), np.empty((m, chunk, l), np.float32)
         for s in range(lo, hi, chunk):
             e = min(hi, s + chunk)
             np.matmul(w, _mapMajor(xbuf, x[s:e]), out=ybuf.reshape(m, chunk * l)[:, :(e - s) * l])
+            if bias is not None:
+                ybuf[:, :e - s] += bias[:, :, None]
             np.copyto(out[s:e].transpose(1, 0, 2), ybuf[:, :e - s])
 
     overBatch(n, piece)
@@ -90,10 +103,10 @@ def pointwiseConv2d(x, W, b):
     n, c, h, w = x.shape
     o = W.shape[0]
     plan = _planFor(x.shape, W.shape)
-    y = batchLeft(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w)), plan.chunk)
-    y = y.reshape(n, o, h, w)
-    addBias(y, b)
-    return host(y)
+    bias = None if b is None else np.asarray(b, np.float32).reshape(o, 1)
+    y = batchLeft(np.asarray(W).reshape(o, c), np.asarray(x).reshape(n, c, h * w), new((n, o, h * w)), plan.chunk,
+                  bias)
+    return host(y.reshape(n, o, h, w))
 
 
 def pointwiseConv2dBackwardData(dy, W):
