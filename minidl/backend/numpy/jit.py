@@ -196,8 +196,8 @@ def parallelChunks():
 
 
 # numba's workqueue layer (taken where numba's OpenMP runtime cannot be loaded passive, or with the
-# user's OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch parallel
-# kernels at once. Launches are serialised while the layer is, or may be, workqueue: until the first
+# user's OMP_WAIT_POLICY=active: see _threadingLayer) aborts the process when two threads launch
+# parallel kernels at once. Launches are serialised while the layer is, or may be, workqueue: until the first
 # launch has run numba has not picked its layer, so that one holds the lock too. The OpenMP and TBB
 # layers take concurrent launches, so there the lock is skipped (the check costs 0.1 us a launch).
 # On workqueue the lock measured at most 3 us a launch, against ~50 us for workqueue's own launch; a

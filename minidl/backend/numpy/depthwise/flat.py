@@ -23,9 +23,9 @@ and reused for every image.
 
 Not supported here: multipliers, other padding, other strides, odd heights at stride 2, small
 batches (the expanded weights are built per call: below 8 images forward, 16 for the gradients,
-the tall blocks are as fast or faster), and stride 1 on large maps, where the tall blocks' backward wins (24x24 ran 20% slower flat: the
-weight gradient's per-pixel products are written per image where the tall blocks' dot products
-stay in registers).
+the tall blocks are as fast or faster), and stride 1 on large maps, where the tall blocks'
+backward wins (24x24 ran 20% slower flat: the weight gradient's per-pixel products are written per
+image where the tall blocks' dot products stay in registers).
 
 Non-finite values: a read that falls in the padding takes a real pixel of the run (a neighbouring
 row or channel) times a zero weight, and 0 * NaN or 0 * inf is NaN, so a non-finite pixel can also

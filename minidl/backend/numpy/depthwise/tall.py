@@ -1,8 +1,8 @@
 """Depthwise convolution kernels on "tall" blocks of images (numba; see jit.py).
 
 These take every depthwise geometry the flat kernels (flat.py) do not: channel multipliers, any
-padding, stride and dilation, large maps, and small batches (plan.py says which). Weights (C*M, 1, kh, kw), output
-channel c*M + m from input channel c.
+padding, stride and dilation, large maps, and small batches (plan.py says which). Weights
+(C*M, 1, kh, kw), output channel c*M + m from input channel c.
 
 How: the kernels work on a block of B images of one channel at a time, stacked into a private
 zero-padded "tall" scratch plane: the padding rows of each image separate it from the next, so one
