@@ -72,6 +72,15 @@ def planThreshold(monkeypatch):
     routing.clearPlans()
 
 
+@pytest.fixture
+def flatAtAnyBatch(planThreshold):
+    """The depthwise plan's flat kernels for any batch (their batch thresholds moved to 1), so tests
+    on small batches still cover them as training batches use them."""
+    from minidl.backend.numpy.depthwise import plan
+    planThreshold(plan, "FLAT_MIN_BATCH", 1)
+    planThreshold(plan, "FLAT_MIN_BATCH_BACKWARD", 1)
+
+
 @pytest.fixture(autouse=True)
 def _poisonedWorkspace(monkeypatch):
     """Every float buffer the NumPy backend's workspace hands out starts as NaN, so an op that reads

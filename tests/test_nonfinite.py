@@ -16,7 +16,6 @@ import minidl.backend as B
 import minidl.backend.numpy as nb
 from gradcheck import assertClose
 from minidl.backend.numpy import gemm, jit, routing
-from minidl.backend.numpy.depthwise import plan as dwplan
 
 INF = np.inf
 # NumPy warns on arithmetic that makes a NaN ("invalid value encountered"); here that is the point
@@ -231,10 +230,7 @@ DEPTHWISE_CASES = [
 @pytest.mark.parametrize("kind", ["nan", "inf"])
 @pytest.mark.parametrize("which", ["x", "dy", "W"])
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil,route", DEPTHWISE_CASES, ids=[c[0] for c in DEPTHWISE_CASES])
-def test_depthwise_non_finite(path, planThreshold, name, xs, ws, stride, pad, dil, route, which, kind):
-    # the flat form takes these small batches as it takes training batches
-    planThreshold(dwplan, "FLAT_MIN_BATCH", 1)
-    planThreshold(dwplan, "FLAT_MIN_BATCH_BACKWARD", 1)
+def test_depthwise_non_finite(path, flatAtAnyBatch, name, xs, ws, stride, pad, dil, route, which, kind):
     if path == "numba":
         taken = routing.plan("depthwise", xs, ws, stride, pad, dil)["forward"]
         assert taken == route, "the case changed path: %s" % taken

@@ -15,7 +15,6 @@ import minidl.backend.numpy as nb
 from gradcheck import assertClose
 from minidl.backend.numpy import jit, routing
 from minidl.backend.numpy.array import Workspace
-from minidl.backend.numpy.depthwise import plan as dwplan
 
 
 @pytest.fixture(autouse=True)
@@ -275,10 +274,7 @@ def _copy(r):
 
 
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])
-def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, planThreshold, name, xs, ws, stride, pad, dil):
-    # small batches keep the cases fast: let the flat form take them as it takes training batches
-    planThreshold(dwplan, "FLAT_MIN_BATCH", 1)
-    planThreshold(dwplan, "FLAT_MIN_BATCH_BACKWARD", 1)
+def test_depthwise_kernels_match_numpy_path(numbaAndNumpy, flatAtAnyBatch, name, xs, ws, stride, pad, dil):
     plan = routing.plan("depthwise", xs, ws, stride, pad, dil)
     flat = plan["forward"] == "flat"
     assert flat == (name == "dw" or name.startswith("dw_flat")), "the case no longer takes the kernels it names"
