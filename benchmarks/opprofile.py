@@ -2,6 +2,7 @@
 
     python benchmarks/opprofile.py                                  # V1-0.5, CIFAR, batch 64, train
     python benchmarks/opprofile.py --model v1 --width 1 --size 224 --batch 1 --mode eval
+    python benchmarks/opprofile.py --width 1 --size 224 --batch 1 --mode eval --fold   # BN folded
     python benchmarks/opprofile.py --first torch                    # with PyTorch imported first
     python benchmarks/opprofile.py --shapes batchNormTrain,activation   # one row per op and shape
 
@@ -32,6 +33,8 @@ def main():
     p.add_argument("--mode", choices=("train", "eval"), default="train")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--fold", action="store_true", help="eval: fold batch norm into the convs first "
+                   "(minidl.inference.foldBatchNorm)")
     p.add_argument("--first", choices=("torch", "sklearn"), help="import this library before minidl")
     p.add_argument("--shapes", default="", help="comma-separated ops to break down by input shape")
     args = p.parse_args()
@@ -56,6 +59,9 @@ def main():
         step = minidlTrainStep(net, x, labels)
     else:
         net.evalMode()
+        if args.fold:
+            from minidl.inference import foldBatchNorm
+            net = foldBatchNorm(net, inplace=True)
 
         def step():
             net(x)

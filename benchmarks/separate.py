@@ -109,7 +109,11 @@ def _minidlCase(case, args):
             out[mode] = _timed(minidlTrainStep(net, x, labels), args.warmup, args.repeat, args.min_run_ms)
         else:
             net.evalMode()
-            out[mode] = _timed(lambda: net(x), args.warmup, args.repeat, args.min_run_ms)
+            model = net
+            if mode.endswith("_folded"):
+                from minidl.inference import foldBatchNorm
+                model = foldBatchNorm(net)
+            out[mode] = _timed(lambda: model(x), args.warmup, args.repeat, args.min_run_ms)
     from minidl.backend.numpy import jit
     info["threads"] = jit.numThreads()
     return out, info
@@ -166,10 +170,14 @@ def _torchCase(case, args):
             out[mode] = _timed(step, args.warmup, args.repeat, args.min_run_ms)
         else:
             tnet.eval()
+            model = tnet
+            if mode.endswith("_folded"):
+                from torch.fx.experimental.optimization import fuse
+                model = fuse(tnet)      # a folded copy; tnet stays as it is
 
             def infer():
                 with torch.no_grad():
-                    tnet(x)
+                    model(x)
             out[mode] = _timed(infer, args.warmup, args.repeat, args.min_run_ms)
     return out, {"threads": torch.get_num_threads()}
 
@@ -273,7 +281,7 @@ def drive(args, baseEnv=None):
     sgemm = _sgemmGflops()
     print("separate processes, %d rounds; threads: %s; SGEMM %.1f GFLOP/s (this process, numpy)"
           % (args.rounds, args.threads or "each side's default", sgemm))
-    print("%-18s %-11s %10s %10s %10s %8s %8s  %s" % ("case", "mode", "minidl ms", "torch ms", "ort ms",
+    print("%-18s %-15s %10s %10s %10s %8s %8s  %s" % ("case", "mode", "minidl ms", "torch ms", "ort ms",
                                                      "vs torch", "vs ort", "minidl GFLOP/s (% of sgemm)"))
     results = []
     for name in names:
@@ -292,15 +300,22 @@ def drive(args, baseEnv=None):
             for other in sides[1:]:
                 ratios = [rd["minidl"]["ms"][mode] / rd[other]["ms"][mode] for rd in rounds if mode in rd[other]["ms"]]
                 row["ratio_" + other] = statistics.median(ratios) if ratios else None
+            plain = mode[:-len("_folded")] if mode.endswith("_folded") else None
+            if plain and "torch" in sides and all(plain in rd["torch"]["ms"] for rd in rounds):
+                # minidl folded against PyTorch's plain eval, the comparison for users who fold
+                row["ratio_torch_plain"] = statistics.median(rd["minidl"]["ms"][mode] / rd["torch"]["ms"][plain]
+                                                             for rd in rounds)
             flops = _flops(case, mode, rounds[0]["minidl"]["info"])
             row["minidl_gflops"] = None if flops is None else flops / row["minidl_ms"] / 1e6
             row["sgemm_fraction"] = None if flops is None else row["minidl_gflops"] / sgemm
             entry["modes"][mode] = row
             f = lambda v, s="%.2f": "-" if v is None else s % v  # noqa: E731
             gf = "-" if flops is None else "%.1f (%.0f%%)" % (row["minidl_gflops"], 100 * row["sgemm_fraction"])
-            print("%-18s %-11s %10s %10s %10s %8s %8s  %s" % (
+            plainNote = "" if "ratio_torch_plain" not in row else "  (%.2f of PyTorch's %s)" % (
+                row["ratio_torch_plain"], plain)
+            print("%-18s %-15s %10s %10s %10s %8s %8s  %s%s" % (
                 name, mode, f(row["minidl_ms"]), f(row.get("torch_ms")), f(row.get("onnxruntime_ms")),
-                f(row.get("ratio_torch")), f(row.get("ratio_onnxruntime")), gf), flush=True)
+                f(row.get("ratio_torch")), f(row.get("ratio_onnxruntime")), gf, plainNote), flush=True)
         entry["threads"] = {side: rounds[0][side]["info"].get("threads") for side in sides}
         results.append(entry)
     if args.json:

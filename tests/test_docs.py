@@ -31,7 +31,7 @@ PACKAGES = [
     "minidl", "minidl.modules", "minidl.containers", "minidl.cost", "minidl.optimizers",
     "minidl.optimizers.hooks", "minidl.handlers", "minidl.models", "minidl.datasets", "minidl.interop",
     "minidl.variable", "minidl.module", "minidl.blueprint", "minidl.anomaly", "minidl.errors",
-    "minidl.backend", "minidl.backend.gpuarray",
+    "minidl.backend", "minidl.backend.gpuarray", "minidl.inference",
 ]
 EXTRA = [("minidl.onnx", "export")]
 
