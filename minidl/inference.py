@@ -8,14 +8,14 @@ module call fewer; onnxruntime and ``torch.fx.experimental.optimization.fuse`` d
 2-core CPU, MobileNetV1 at 224x224 and batch 1 measured ~28% faster (benchmarks/RESULTS.md).
 
 What is folded: a BatchNorm2D (or SyncBatchNorm2D) that directly follows a Conv2D,
-DepthwiseConv2D or PointwiseConv2D in a Sequential, at any depth of the model (Sequential and
-Parallel children, and the children of a Graph's nodes). Not folded: batch norm after anything
-else (a Deconv2D, a container, a Graph node that another node also reads), and batch norm whose
-input is not exactly the convolution's output. A Sequential that builds its own children
-(SeparableConv2D) is left as it is, since its blueprint would rebuild them unfolded.
+DepthwiseConv2D or PointwiseConv2D in a Sequential, or a batch-norm node of a Graph that reads a
+convolution node's output when nothing else (no other node, no output) reads that output; at any
+depth of the model. Not folded: batch norm after anything else (a Deconv2D, a Linear, a
+container, an Add). A Sequential that builds its own children (SeparableConv2D) is left as it is,
+since its blueprint would rebuild them unfolded.
 
-The folded model is for inference: it is returned in eval mode, each folded batch norm's name is
-gone from its Sequential, and the convolutions that had no bias have one (``useBias=True`` in their
+The folded model is for inference: it is returned in eval mode, each folded batch norm is gone
+from its container (a Graph's readers of it read the convolution instead), and the convolutions that had no bias have one (``useBias=True`` in their
 blueprint, so ``save`` and ``minidl.load`` round-trip). Trained further, it would train a model
 without batch norm. Values equal the unfolded model's in eval mode up to float32 rounding: the
 products are computed in float64 and rounded once.
@@ -26,6 +26,7 @@ import numpy as np
 from minidl import blueprint
 from minidl.backend import gpuarray
 from minidl.containers.container import Container
+from minidl.containers.graph import Graph
 from minidl.containers.sequential import Sequential
 from minidl.modules.batchnorm import BatchNorm2D
 from minidl.modules.conv import Conv2D
@@ -71,8 +72,10 @@ def _foldTree(module):
     if not isinstance(module, Container):
         return 0
     folded = sum(_foldTree(child) for child in list(module.modules.values()))
-    if type(module) is Sequential or (isinstance(module, Sequential)
-                                      and not blueprint._buildsOwnChildren(type(module))):
+    if isinstance(module, Graph):
+        folded += _foldGraph(module)
+    elif type(module) is Sequential or (isinstance(module, Sequential)
+                                        and not blueprint._buildsOwnChildren(type(module))):
         folded += _foldSequential(module)
     return folded
 
@@ -93,6 +96,22 @@ def _foldSequential(seq):
         keep.append(mod)
     if folded:
         seq.modules = {mod.name: mod for mod in keep}
+    return folded
+
+
+def _foldGraph(graph):
+    """Fold each batch-norm node that reads a convolution node's whole output, where nothing else
+    (no other node, no output) reads that output."""
+    folded = 0
+    for name, mod in list(graph.modules.items()):
+        refs = graph.wiring[name]
+        if len(refs) != 1 or refs[0][1] is not None or refs[0][0] not in graph.modules:
+            continue
+        conv = graph.modules[refs[0][0]]
+        if _foldable(conv, mod) and graph.readers(conv.name) == 1:
+            _fold(conv, mod)
+            graph.bypass(name)
+            folded += 1
     return folded
 
 

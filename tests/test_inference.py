@@ -12,7 +12,7 @@ import minidl
 from minidl.backend import gpuarray
 from minidl.containers import Parallel, Sequential
 from minidl.inference import foldBatchNorm
-from minidl.models import loadMobileNetV1, loadMobileNetV2
+from minidl.models import loadMobileNetV1, loadMobileNetV2, loadMobileNetV3
 from minidl.module import Module
 from minidl.modules import (
     Activation, Add, BatchNorm, BatchNorm2D, Conv2D, Deconv2D, DepthwiseConv2D, Linear, PointwiseConv2D, Replicate,
@@ -105,9 +105,14 @@ def test_folded_model_computes_the_unfolded_one(backend):
     np.testing.assert_array_equal(net(gpuarray.to_gpu(x)).get(), before)
 
 
-@pytest.mark.parametrize("loader", [loadMobileNetV1, loadMobileNetV2], ids=["v1", "v2"])
+def _v3small(**kwargs):
+    return loadMobileNetV3("small", **kwargs)
+
+
+@pytest.mark.parametrize("loader", [loadMobileNetV1, loadMobileNetV2, _v3small], ids=["v1", "v2", "v3-small"])
 def test_mobilenets_fold_every_batch_norm(backend, loader):
-    """V2's residual blocks nest Sequentials inside Replicate / Parallel / Add: all of them fold."""
+    """V2's and V3's residual blocks nest Sequentials inside Replicate / Parallel / Add, V3's
+    squeeze-and-excitation gates inside Mul: every batch norm folds."""
     net = loader(width=0.35, numClasses=10, smallInput=True, dropout=0)
     _randomStatistics(net)
     net.evalMode()
@@ -194,3 +199,42 @@ def test_a_nan_from_the_statistics_is_not_hidden(backend):
     after = foldBatchNorm(net)(x).get()
     assert np.isnan(before[:, 1]).all() and np.isnan(after[:, 1]).all()
     assert np.isfinite(after[:, [0, 2]]).all()
+
+
+def test_graph_nodes_fold_where_only_the_batch_norm_reads_the_convolution(backend, tmp_path):
+    from minidl.containers import Graph, Node
+    g = Graph(inputs="x", outputs=["bn2", "add"], nodes=[
+        Node(Conv2D(2, 2, 3, pad=1, name="c1"), inputs="x"),
+        Node(BatchNorm2D(2, name="bn1"), inputs="c1"),
+        Node(Activation(relu, name="act", inplace=True), inputs="bn1"),
+        Node(Conv2D(2, 2, 1, useBias=False, name="c2"), inputs="act"),
+        Node(BatchNorm2D(2, name="bn2"), inputs="c2"),            # an output: the conv becomes it
+        Node(DepthwiseConv2D(2, 3, pad=1, name="dw"), inputs="act"),
+        Node(BatchNorm2D(2, name="bn3"), inputs="dw"),            # dw is read twice: not folded
+        Node(Add(name="add"), inputs=["bn3", "dw"]),
+    ], name="g")
+    _randomStatistics(g)
+    g.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32))
+    want = [y.get() for y in g(x)]
+    fast = foldBatchNorm(g)
+    assert fast.foldedBatchNorms == 2
+    assert list(fast.modules) == ["c1", "act", "c2", "dw", "bn3", "add"] and fast.outputs == ["c2", "add"]
+    assert fast.wiring["act"] == [("c1", None)]
+    got = [y.get() for y in fast(x)]
+    for a, b in zip(got, want):
+        assertClose(a, b, 1e-5, 1e-5 * np.abs(b).max(), "folded graph")
+    fast.save(str(tmp_path / "g.h5"))
+    again = minidl.load(str(tmp_path / "g.h5"))
+    again.evalMode()
+    for a, b in zip(again(x), got):
+        np.testing.assert_array_equal(a.get(), b)
+
+
+def test_graph_bypass_refuses_a_node_reading_several_values():
+    from minidl.containers import Graph, Node
+    g = Graph(inputs="x", outputs="add", nodes=[
+        Node(Conv2D(2, 2, 1, name="c"), inputs="x"), Node(Add(name="add"), inputs=["c", "x"])], name="g")
+    with pytest.raises(ValueError, match="'add'"):
+        g.bypass("add")
+    assert list(g.modules) == ["c", "add"]

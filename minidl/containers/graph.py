@@ -357,6 +357,32 @@ class Graph(Container):
             return [self._zeros(v) for v in value]
         return ops.zeros(value.shape, value.dtype)
 
+    # ---- rewiring (minidl.inference) -------------------------------------------------------------
+
+    def readers(self, name):
+        """How many times the value of name (an input or a node) is read: by nodes, and once for
+        each output naming it."""
+        return self._readers[name]
+
+    def bypass(self, name):
+        """Remove node name, which reads exactly one whole value (no element index), from the graph:
+        every node and output that read it reads that value instead. For a node that computes the
+        identity or has been folded into the one before it (minidl.inference). ValueError otherwise."""
+        refs = self.wiring.get(name)
+        if refs is None or len(refs) != 1 or refs[0][1] is not None:
+            raise ValueError("Graph %r: bypass needs a node reading one whole value, got %r reading %r"
+                             % (self.name, name, refs))
+        src = refs[0][0]
+        if any(ref == name and idx is not None for entries in self.wiring.values() for ref, idx in entries):
+            raise ValueError("Graph %r: a node reads an element of %r, an array" % (self.name, name))
+        del self.modules[name], self.wiring[name]
+        for entries in self.wiring.values():
+            entries[:] = [(src, None) if ref == (name, None) else ref for ref in entries]
+        self.outputs = [src if out == name else out for out in self.outputs]
+        self.blueprint["outputs"] = list(self.outputs)
+        self._readers[src] += self._readers.pop(name) - 1
+        self.values = {}
+
     # ---- the rest -------------------------------------------------------------------------------
 
     def reset(self):
