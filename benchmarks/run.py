@@ -265,7 +265,8 @@ def relErr(a, b):
 def modelModes(kind, batch):
     """{mode: batch} of a model case."""
     if kind.endswith("-224"):
-        return {"eval_b1": 1, "eval_b64": 64, "train_step": 32}
+        # "b1_folded": batch norm folded into the convs first (foldBatchNorm; PyTorch: torch.fx's fuse)
+        return {"eval_b1": 1, "b1_folded": 1, "eval_b64": 64, "train_step": 32}
     return {"inference": batch, "train_step": batch}
 
 
@@ -338,11 +339,18 @@ def runModelCase(side, name, kind, args):
                 F.cross_entropy(tnet(tx), tl).backward()
                 topt.step()
         else:
-            mFn = lambda: net(x)  # noqa: E731
+            model, tmodel = net, tnet
+            if mode.endswith("folded"):
+                from minidl.inference import foldBatchNorm
+                model = foldBatchNorm(net)
+                if tnet is not None:
+                    from torch.fx.experimental.optimization import fuse
+                    tmodel = fuse(tnet)
+            mFn = lambda: model(x)  # noqa: E731
 
             def tFn():
                 with torch.no_grad():
-                    tnet(tx)
+                    tmodel(tx)
         m, t, ratio = interleaved(mFn, side.syncMinidl, tFn if tnet is not None else None, side.syncTorch,
                                   args.warmup, args.repeat)
         result[mode] = {"minidl_ms": 1e3 * m, "torch_ms": None if t is None else 1e3 * t, "ratio": ratio,
@@ -409,6 +417,17 @@ def _rssMB():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _peakRssMB():
+    """This process's peak resident memory (VmHWM), in MB. Not getrusage's ru_maxrss: Linux carries
+    that over from the parent through fork and exec, so a probe started by a driver holding 1-5 GB
+    reported the driver's size, not its own (every peak-memory figure before this fix)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def memoryProbeMain(who, kind, backend, batch):
     B.setBackend(backend)
     side = Side(backend)
@@ -441,7 +460,7 @@ def memoryProbeMain(who, kind, backend, batch):
         base = _rssMB()
         step()
         step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+        print(_peakRssMB() - base)
 
 
 # ---- driver -----------------------------------------------------------------------------------

@@ -175,3 +175,47 @@ def test_init_schemes(backend, scheme, check):
     w = conv.W.get()
     assert w.dtype == np.float32
     assert check(w, 32 * 9, 64 * 9)
+
+
+def _leafModules(module):
+    children = getattr(module, "modules", None)
+    if not children:
+        return [module]
+    return [leaf for child in children.values() for leaf in _leafModules(child)]
+
+
+@pytest.mark.parametrize("updGrad", [True, False])
+def test_containers_let_go_of_gradients_once_passed_on(backend, updGrad):
+    """Every child's input gradient is released once used (Container's docstring): none is alive after
+    backward but the model's own grad; the gradients themselves are checked elsewhere (checkGradients)."""
+    import gc
+    import weakref
+    from minidl.containers import Graph, Node
+    from minidl.modules import Activation, Add, Identity, Replicate
+    graph = Graph(inputs="x", outputs="add", nodes=[
+        Node(Conv2D(3, 3, 1, name="gc"), inputs="x"), Node(Activation("relu", name="gr", inplace=True), inputs="gc"),
+        Node(Add(name="add"), inputs=["gr", "x"])], name="graph")
+    net = (Sequential("net").append(Conv2D(2, 4, 3, pad=1, name="first")).append(_block("inner"))
+           .append(Conv2D(6, 3, 1, name="squeeze")).append(graph).append(Replicate(2, name="rep"))
+           .append(Parallel("par").append(Conv2D(3, 3, 1, name="l")).append(Identity(name="i")))
+           .append(Add(name="join")))
+    refs = {}
+
+    def hook(mod):
+        grads = mod.grad if isinstance(mod.grad, list) else [mod.grad]     # Add, Replicate: lists
+        for i, g in enumerate(grads):
+            if g is not None:
+                refs["%s%s" % (mod.name, i or "")] = weakref.ref(g)
+    leaves = _leafModules(net)
+    for leaf in leaves:
+        leaf.backwardHook = hook
+    net(gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32)))
+    got = net.backward(gpuarray.to_gpu(np.random.randn(2, 3, 5, 5).astype(np.float32)), updGrad=updGrad)
+    gc.collect()
+    assert sorted(refs) == sorted(["add1", "join1"] + [leaf.name for leaf in leaves if updGrad or leaf.name != "first"])
+    alive = sorted(name for name, ref in refs.items() if ref() is not None)
+    assert alive == (["first"] if updGrad else [])
+    assert (got is net.grad) and (got is not None) == updGrad
+    assert all(leaf.grad is None for leaf in leaves)
+    assert all(c.grad is None for c in (net["inner"], graph, net["par"]))
+    assert all(leaf.data is not None for leaf in leaves)      # the forward outputs stay

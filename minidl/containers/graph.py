@@ -29,7 +29,7 @@ container is the container's business, as in Sequential.)
 """
 
 from minidl.backend import ops
-from minidl.containers.container import Container
+from minidl.containers.container import Container, releaseGrad
 from minidl.module import Module
 from minidl.shapes import isInt
 
@@ -328,6 +328,7 @@ class Graph(Container):
             wantGrad = updGrad or any(src not in self.inputs for src, _ in refs)
             with self.childScope(mod):
                 gin = mod.backward(g, updParamGrads=updParamGrads and self.train, updGrad=wantGrad)
+            releaseGrad(mod)        # pending holds it now (Container's docstring says why)
             if not wantGrad:
                 continue
             for (src, idx), gi in zip(refs, [gin] if len(refs) == 1 else gin):

@@ -1,6 +1,6 @@
 """Parallel: child i takes element i of a list input; the output is the list of results."""
 
-from minidl.containers.container import Container
+from minidl.containers.container import Container, releaseGrad
 
 
 class Parallel(Container):
@@ -45,6 +45,7 @@ class Parallel(Container):
         for mod, g in zip(self.modules.values(), grad):
             with self.childScope(mod):
                 out.append(mod.backward(g, updParamGrads=updParamGrads and self.train, updGrad=updGrad))
+            releaseGrad(mod)        # out holds it now (Container's docstring says why)
         self.grad = out if updGrad else None
         return self.grad
 

@@ -1,6 +1,6 @@
 """Sequential: children applied one after another."""
 
-from minidl.containers.container import Container
+from minidl.containers.container import Container, releaseGrad
 
 
 class Sequential(Container):
@@ -61,7 +61,11 @@ class Sequential(Container):
             with self.childScope(mod):
                 # the first child's input gradient is needed only if the caller wants ours
                 grad = mod.backward(grad, updParamGrads=updParamGrads and self.train, updGrad=updGrad or i > 0)
+            if i + 1 < len(mods):
+                releaseGrad(mods[i + 1])     # mod has used it (Container's docstring says why)
         self.grad = grad if updGrad else None
+        if mods:
+            releaseGrad(mods[0])
         return self.grad
 
     def summaryRows(self, inshape, prefix=""):
