@@ -81,8 +81,12 @@ def test_inplace_activation_after_batchnorm_trains_like_out_of_place(backend):
         seq.zeroGradParams()
         grad = seq.backward(gpuarray.to_gpu(dy)).get()
         results.append([out, grad] + [var.grad.get() for _, var in seq.namedVars()])
+    # in place, the pair runs fused (minidl.containers.sequential), whose backward rounds a few
+    # products elsewhere; conv.b's true gradient is 0 here (train-mode batch norm follows), so both
+    # sides hold float32 noise: everything is held to the largest gradient's scale
+    top = max(np.abs(a).max() for a in results[0][1:])
     for plain, inplace in zip(*results):
-        assertClose(inplace, plain, 1e-6, 1e-6, "in place vs out of place")
+        assertClose(inplace, plain, 1e-6, 1e-6 * top, "in place vs out of place")
 
 
 def test_inplace_activation_refuses_kinds_that_need_the_input():

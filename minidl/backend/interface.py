@@ -227,22 +227,28 @@ def pad2dBackward(dy, inshape, pad, mode):
 # ---- normalisation ---------------------------------------------------------------------------------
 
 
-def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
     """Batch statistics over (N, H, W) per channel of x (N, C, H, W); scale/bias/run* are (1, C, 1, 1).
 
     Updates runMean/runVar in place: run = (1 - factor) * run + factor * batch
     (runVar takes the unbiased batch variance). Returns (y, mean, var) with the
     batch mean and biased batch variance, each (1, C, 1, 1), for the backward pass.
+    act: None, or an activation fused into the output, ("relu", 0, 0) or ("clip", low, high):
+    y is then activation(normalised, kind, low, high), exactly as the activation op gives it.
     """
 
 
-def batchNormEval(x, scale, bias, mean, var, epsilon):
-    """y = (x - mean) / sqrt(var + epsilon) * scale + bias with the given statistics."""
+def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
+    """y = (x - mean) / sqrt(var + epsilon) * scale + bias with the given statistics; act as for
+    batchNormTrain."""
 
 
-def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
+def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None, y=None):
     """Returns (dx, dscale, dbias). useBatchStats: mean/var came from this batch
-    (train mode), so the gradient flows through them; otherwise they are constants."""
+    (train mode), so the gradient flows through them; otherwise they are constants.
+    act: the activation fused into the forward (batchNormTrain), whose output y (x's shape) was
+    returned: dy is then the gradient w.r.t. y, taken through the activation as
+    activationBackward(y, y, dy, kind, low, high) does (what an in-place activation computes)."""
 
 
 # Synchronised batch norm (minidl.modules.SyncBatchNorm2D) splits the two ops above around its

@@ -1,5 +1,17 @@
-"""Sequential: children applied one after another."""
+"""Sequential: children applied one after another.
 
+A batch norm followed by an in-place ReLU or clip (relu6) Activation, as in the MobileNets, runs as
+one op: the batch norm clips its output as it writes it and masks the incoming gradient by that
+output as it reads it, so the activation's own passes over memory (one each way) are gone
+(a MobileNetV1-0.5 training step on 2 cores: benchmarks/RESULTS.md). What the two modules hold
+afterwards is what the in-place pair holds: both ``data`` are the activation's output; the
+activation's ``grad`` is released after backward, as every child's is (Container). Not fused: other
+activations, activations not in place (their input stays readable), SyncBatchNorm2D, and pairs
+where something looks at each module's own results: a backwardHook, an updateData or backward
+replaced on the instance, or the debug mode (minidl.anomaly).
+"""
+
+from minidl import anomaly
 from minidl.containers.container import Container, releaseGrad
 
 
@@ -47,7 +59,18 @@ class Sequential(Container):
         return self.modules.pop(name)
 
     def updateData(self, data):
-        for mod in self.modules.values():
+        mods = list(self.modules.values())
+        self._fused = fused = set()       # positions of activations run inside the batch norm before them
+        debug = anomaly.isEnabled()
+        for i, mod in enumerate(mods):
+            if i in fused:
+                # what the in-place activation would leave: its input and output are its output
+                mod.inData = mod.data = data
+                mod.grad = None
+                continue
+            if not debug and i + 1 < len(mods) and _fusible(mod, mods[i + 1]):
+                mod.fuseNext(mods[i + 1])
+                fused.add(i + 1)
             with self.childScope(mod):
                 data = mod(data)
         self.data = data
@@ -56,8 +79,11 @@ class Sequential(Container):
         if self.data is None:
             raise self.error("backward called before a forward pass")
         mods = list(self.modules.values())
+        fused = getattr(self, "_fused", ())
         for i in range(len(mods) - 1, -1, -1):
             mod = mods[i]
+            if i in fused:
+                continue        # the batch norm before it takes grad through it
             with self.childScope(mod):
                 # the first child's input gradient is needed only if the caller wants ours
                 grad = mod.backward(grad, updParamGrads=updParamGrads and self.train, updGrad=updGrad or i > 0)
@@ -80,3 +106,19 @@ class Sequential(Container):
             with self.childScope(mod):
                 shape = mod.dataShapeFrom(shape)
         return shape
+
+
+def _fusible(mod, nxt):
+    """Whether mod and nxt, the child after it, run as one op (the module docstring says when)."""
+    # imported here: minidl.modules imports this module (SeparableConv2D is a Sequential)
+    from minidl.modules.activation import Activation
+    from minidl.modules.batchnorm import BatchNorm, BatchNorm2D
+    return (type(mod) in (BatchNorm2D, BatchNorm) and type(nxt) is Activation and nxt.inplace
+            and nxt.kind in ("relu", "clip") and not _watched(mod) and not _watched(nxt))
+
+
+def _watched(mod):
+    """Whether something looks at mod's own passes: a backwardHook, or its updateData or backward
+    replaced on the instance (instrumentation, as the tests' per-layer recordings)."""
+    own = vars(mod)
+    return mod.backwardHook is not None or "updateData" in own or "backward" in own

@@ -76,6 +76,16 @@ class BatchNorm2D(Module):
         self.setAttr("var", _ones(shape))
         self.saveMean = self.saveVar = None
         self.paramGrads = None
+        # the in-place activation after this module in a Sequential, run inside its forward and
+        # backward (minidl.containers.sequential): (kind, alpha, beta) for the pass it is set
+        # for, else None
+        self.fusedActivation = None
+
+    def fuseNext(self, act):
+        """Run act, the in-place ReLU or clip Activation after this module, inside the next forward
+        (and its backward): Sequential's fusion (minidl.containers.sequential says when). The
+        output is then act's, and the incoming gradient act's output gradient."""
+        self._fuseNext = (act.kind, act.alpha, act.beta)
 
     def _affine(self):
         if self.affine:
@@ -97,22 +107,26 @@ class BatchNorm2D(Module):
     def updateData(self, data):
         x = self._asMaps(data)
         scale, bias = self._affine()
+        act = self.fusedActivation = self.__dict__.pop("_fuseNext", None)    # for this pass only
         if self.train:
             factor = max(self.initFactor / (self.numOfUpdates + 1), self.minFactor)
             y, self.saveMean, self.saveVar = ops.batchNormTrain(x, scale, bias, self.attrs["mean"],
-                                                                self.attrs["var"], self.epsilon, factor)
+                                                                self.attrs["var"], self.epsilon, factor, act)
             self.numOfUpdates += 1
         else:
-            y = ops.batchNormEval(x, scale, bias, self.attrs["mean"], self.attrs["var"], self.epsilon)
+            y = ops.batchNormEval(x, scale, bias, self.attrs["mean"], self.attrs["var"], self.epsilon, act)
         self.data = y.reshape(data.shape)
 
     def _backward(self, grad):
         x = self._asMaps(self.inData)
         dy = self._asMaps(grad)
         scale, _ = self._affine()
+        act = self.fusedActivation
+        y = None if act is None else self._asMaps(self.data)
         if self.train:
-            return ops.batchNormBackward(x, dy, scale, self.saveMean, self.saveVar, self.epsilon, True)
-        return ops.batchNormBackward(x, dy, scale, self.attrs["mean"], self.attrs["var"], self.epsilon, False)
+            return ops.batchNormBackward(x, dy, scale, self.saveMean, self.saveVar, self.epsilon, True, act, y)
+        return ops.batchNormBackward(x, dy, scale, self.attrs["mean"], self.attrs["var"], self.epsilon, False, act,
+                                     y)
 
     def updateGrad(self, grad):
         dx, dscale, dbias = self._backward(grad)

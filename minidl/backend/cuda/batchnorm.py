@@ -5,25 +5,33 @@ import numpy as np
 
 from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, planes, ptr
+from minidl.backend.cuda.elementwise import activation, activationBackward
 
 
-def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
     n, c, l = planes(x.shape)
     mean, var = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
     launchBlocks(function("batchnorm.cu", "bnStats"), c, BLOCK, ptr(x), ptr(mean), ptr(var), ptr(runMean),
                  ptr(runVar), i32(n), i32(c), i32(l), f32(factor))
-    return batchNormEval(x, scale, bias, mean, var, epsilon), mean, var
+    return batchNormEval(x, scale, bias, mean, var, epsilon, act), mean, var
 
 
-def batchNormEval(x, scale, bias, mean, var, epsilon):
+# A fused activation (act) is composed here, the activation's kernel run in place after the batch
+# norm's: on a GPU the extra pass is cheap, and the results equal the separate modules' exactly.
+
+def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
     n, c, l = planes(x.shape)
     y = empty(x.shape, np.float32)
     launch(function("batchnorm.cu", "bnApply"), x.size, ptr(x), ptr(y), ptr(scale), ptr(bias), ptr(mean), ptr(var),
            f32(epsilon), i32(c), i32(l), i64(x.size))
+    if act is not None:
+        activation(y, *act, out=y)
     return y
 
 
-def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
+def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None, y=None):
+    if act is not None:
+        dy = activationBackward(y, y, dy, *act)
     n, c, l = planes(x.shape)
     dscale, dbias = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
     launchBlocks(function("batchnorm.cu", "bnBackwardReduce"), c, BLOCK, ptr(x), ptr(dy), ptr(mean), ptr(var),

@@ -79,13 +79,55 @@ def _vec(a):
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
 
 
+def _clip(act):
+    """(lo, hi, bounded) of a fused activation act (None, or ("relu" | "clip", alpha, beta): the
+    backend contract's batchNormTrain), float32 bounds; None for none."""
+    if act is None:
+        return None
+    kind, alpha, beta = act
+    if kind == "relu":
+        return np.float32(0), np.float32(np.inf), False
+    if kind == "clip":
+        return np.float32(alpha), np.float32(beta), True
+    raise ValueError("batch norm: a fused activation is relu or clip, got %r" % (kind,))
+
+
+_NOCLIP = (np.float32(0), np.float32(0), False)
+
+
+def _clipNumpy(y, clip):
+    """y clipped as the kernels clip (NaN stays NaN), for the NumPy formulas."""
+    if clip is None:
+        return y
+    lo, hi, _ = clip
+    return np.where(y < lo, lo, np.where(y > hi, hi, y)).astype(np.float32, copy=False)
+
+
+def _maskNumpy(dy, z, clip):
+    """dy masked by the fused activation's output z as the kernels mask it, for the NumPy formulas."""
+    if clip is None:
+        return np.asarray(dy)
+    lo, hi, bounded = clip
+    z = np.asarray(z)
+    flows = (z > lo) & ((z < hi) | (not bounded))
+    return np.asarray(dy) * flows.astype(np.float32)
+
+
+def _maskArgs(clip, y, dy):
+    """The kernels' trailing (z, lo, hi, bounded, masked) for a fused activation's mask (or none)."""
+    if clip is None:
+        return (_planes(dy),) + _NOCLIP + (False,)
+    return (_planes(y),) + clip + (True,)
+
+
 def _finite(*perChannel):
     """Whether every per-channel array is finite: the kernels may run on them."""
     return all(allFinite(a) for a in perChannel)
 
 
-def _trainKernels(route, x, scale, bias, epsilon):
+def _trainKernels(route, x, scale, bias, epsilon, clip):
     """(y, mean, var) through the kernels, or None when a channel's statistics are not finite."""
+    lo, hi, _ = clip or _NOCLIP
     c = x.shape[1]
     count = x.size // c
     y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
@@ -95,74 +137,85 @@ def _trainKernels(route, x, scale, bias, epsilon):
         kernels.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
         if not (allFinite(mean64) and allFinite(var64)):
             return None
-        kernels.channelAffine(_planes(x), a, b, _planes(y))
+        kernels.channelAffine(_planes(x), a, b, _planes(y), lo, hi, clip is not None)
     else:
         kernels.channelMajorTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64,
-                                  np.float32(epsilon))
+                                  np.float32(epsilon), lo, hi, clip is not None)
         if not (allFinite(mean64) and allFinite(var64)):
             return None
     return y, mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
 
 
-def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor):
+def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
+    clip = _clip(act)
     if x.size == 0:
         # no statistics to normalise by, nor to move the running ones with (they would become NaN)
         raise ValueError("batchNormTrain: expected a batch with at least one value per channel, got shape %s"
                          % (tuple(x.shape),))
     count = x.size // x.shape[1]
     route = _planFor(x)["train"]
-    result = _trainKernels(route, x, scale, bias, epsilon) if route != "numpy" and _finite(scale, bias) else None
+    result = _trainKernels(route, x, scale, bias, epsilon, clip) if route != "numpy" and _finite(scale, bias) \
+        else None
     if result is not None:
         y, mean, var = result
     else:
         mean, var = _moments(x)
         a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
-        y = (np.asarray(x) - mean) * a + np.asarray(bias)
+        y = _clipNumpy((np.asarray(x) - mean) * a + np.asarray(bias), clip)
     _updateRunning(runMean, runVar, mean, var, count, factor)
     return host(y), host(mean), host(var)
 
 
-def batchNormEval(x, scale, bias, mean, var, epsilon):
+def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
+    clip = _clip(act)
     a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
     if _planFor(x)["eval"] != "numpy" and _finite(a, bias, mean):
         y = new(x.shape)
-        kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y))
+        lo, hi, _ = clip or _NOCLIP
+        kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y), lo, hi,
+                              clip is not None)
         return host(y)
-    return host((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias))
+    return host(_clipNumpy((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias), clip))
 
 
-def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats):
+def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, clip, y):
     """(dx, dscale, dbias) through the kernels, or None when a channel's sums are not finite."""
     c = x.shape[1]
     count = x.size // c
     dx, dscale, dbias = new(x.shape), np.empty(c, np.float32), np.empty(c, np.float32)
+    mask = _maskArgs(clip, y, dy)
     if route == "image-major":
-        sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks())
+        sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks(),
+                                   None if clip is None else mask[:4])
         if not allFinite(sums):
             return None
         a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
         kernels.backwardCoefficients(sums, count, _vec(scale), _vec(mean), _vec(var), float(epsilon),
                                    bool(useBatchStats), a, k2, k3, dscale, dbias)
-        kernels.backwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx))
+        kernels.backwardApply(_planes(x), _planes(dy), a, k2, k3, _planes(dx), *mask)
     else:
         kernels.channelMajorBackward(_planes(x), _planes(dy), _vec(scale), _vec(mean), _vec(var), float(epsilon),
-                                bool(useBatchStats), _planes(dx), dscale, dbias)
+                                bool(useBatchStats), _planes(dx), dscale, dbias, *mask)
         if not (allFinite(dscale) and allFinite(dbias)):
             return None
     return dx, dscale.reshape(1, c, 1, 1), dbias.reshape(1, c, 1, 1)
 
 
-def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats):
+def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None, y=None):
+    clip = _clip(act)
+    if clip is not None and (y is None or tuple(y.shape) != tuple(x.shape)):
+        raise ValueError("batchNormBackward: a fused activation needs the forward's output y of shape %s, got %s"
+                         % (tuple(x.shape), None if y is None else tuple(y.shape)))
     result = None
     route = _planFor(x)["backward"]
     if route != "numpy" and _finite(scale, mean, var):
-        result = _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats)
+        result = _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, clip, y)
     if result is not None:
         return tuple(host(r) for r in result)
     count = x.size // x.shape[1]
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd
-    x, dy = np.asarray(x), np.asarray(dy)
+    x, dy = np.asarray(x), _maskNumpy(dy, y, clip)
     xhat = (x - np.asarray(mean)) * invStd
     dbias = dy.sum(axis=_AXES, keepdims=True, dtype=np.float32)
     dscale = (dy * xhat).sum(axis=_AXES, keepdims=True, dtype=np.float32)
@@ -215,7 +268,7 @@ def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon
         k3 = -a * np.asarray(dbias, np.float64).reshape(-1) / count - k2 * np.asarray(mean, np.float64).reshape(-1)
         dx = new(x.shape)
         kernels.backwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
-                                     k3.astype(np.float32), _planes(dx))
+                              k3.astype(np.float32), _planes(dx), *_maskArgs(None, None, dy))
         return host(dx)
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     xhat = (np.asarray(x) - np.asarray(mean)) * invStd

@@ -16,6 +16,28 @@ from minidl.backend.numpy import jit
 from minidl.backend.numpy.jit import chunk, prange
 
 
+# A batch norm fused with the in-place activation after it (ReLU or clip: minidl.containers.sequential)
+# clips its output as it writes it, and masks the incoming gradient by that output as it reads it:
+# the activation's two passes over memory are gone. The rules are the activation kernels' own
+# (elementwise/kernels.py): a NaN falls through both comparisons of the clip, and the mask multiplies,
+# so a NaN gradient stays NaN; ReLU (not bounded) lets the gradient of +inf through.
+
+
+@jit.inline
+def _clipped(v, lo, hi):
+    """v clipped to [lo, hi]; NaN stays NaN."""
+    return lo if v < lo else (hi if v > hi else v)
+
+
+@jit.inline
+def _masked(g, z, lo, hi, bounded):
+    """g where the activation's gradient flows at its output z (lo < z, and z < hi when bounded), else
+    0 * g (NaN for a non-finite g, as the activation's own backward gives). The products after it may
+    round in other places than the unfused passes' do (fast-math may fuse a multiply into an add):
+    a few float32 ulps of batch norm's input gradient."""
+    return g if (z > lo and (z < hi or not bounded)) else g * np.float32(0.0)
+
+
 @jit.inline
 def _trainCoefficients(s, q, count, scale, bias, epsilon):
     """(mean, biased var, a, b) of one channel from its float64 sums of x and x^2, with
@@ -41,9 +63,9 @@ def _backwardCoefficients(s1, s2, count, scale, mean, var, epsilon, useBatchStat
 
 
 @jit.parallel
-def channelMajorTrain(x, scale, bias, y, mean, var, epsilon):
+def channelMajorTrain(x, scale, bias, y, mean, var, epsilon, lo, hi, clip):
     """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
-    y[:, c, :] = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c]."""
+    y[:, c, :] = (x - mean) / sqrt(var + epsilon) * scale[c] + bias[c], clipped to [lo, hi] with clip."""
     n, c, l = x.shape
     for ci in prange(c):
         s = 0.0
@@ -55,26 +77,36 @@ def channelMajorTrain(x, scale, bias, y, mean, var, epsilon):
                 q += v * v
         mean[ci], var[ci], a, b = _trainCoefficients(s, q, n * l, scale[ci], bias[ci], epsilon)
         for i0 in range(n):
-            for k in range(l):
-                y[i0, ci, k] = x[i0, ci, k] * a + b
+            if clip:
+                for k in range(l):
+                    y[i0, ci, k] = _clipped(x[i0, ci, k] * a + b, lo, hi)
+            else:
+                for k in range(l):
+                    y[i0, ci, k] = x[i0, ci, k] * a + b
 
 
 @jit.parallel
-def channelAffine(x, a, b, y):
-    """y[n, c, :] = x[n, c, :] * a[c] + b[c]."""
+def channelAffine(x, a, b, y, lo, hi, clip):
+    """y[n, c, :] = x[n, c, :] * a[c] + b[c], clipped to [lo, hi] with clip."""
     n, c, l = x.shape
     for p in prange(n * c):
         i0 = p // c
         ci = p - i0 * c
         av, bv = a[ci], b[ci]
-        for k in range(l):
-            y[i0, ci, k] = x[i0, ci, k] * av + bv
+        if clip:
+            for k in range(l):
+                y[i0, ci, k] = _clipped(x[i0, ci, k] * av + bv, lo, hi)
+        else:
+            for k in range(l):
+                y[i0, ci, k] = x[i0, ci, k] * av + bv
 
 
 @jit.parallel
-def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, dscale, dbias):
+def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, dscale, dbias, z, lo, hi, bounded,
+                         masked):
     """Per channel c: dbias[c] = sum(dy), dscale[c] = sum(dy * xhat), then dx for the batch
-    statistics (useBatchStats) or for fixed ones, with xhat = (x - mean) * invStd."""
+    statistics (useBatchStats) or for fixed ones, with xhat = (x - mean) * invStd. With masked, dy
+    is first masked by the fused activation's output z (_masked)."""
     n, c, l = x.shape
     count = n * l
     for ci in prange(c):
@@ -82,16 +114,27 @@ def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, ds
         s1 = 0.0
         s2 = 0.0
         for i0 in range(n):
-            for k in range(l):
-                g = dy[i0, ci, k]
-                s1 += g
-                s2 += g * (x[i0, ci, k] - mu)
+            if masked:
+                for k in range(l):
+                    g = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded)
+                    s1 += g
+                    s2 += g * (x[i0, ci, k] - mu)
+            else:
+                for k in range(l):
+                    g = dy[i0, ci, k]
+                    s1 += g
+                    s2 += g * (x[i0, ci, k] - mu)
         a32, k2f, k3f, dscale[ci] = _backwardCoefficients(s1, s2, count, scale[ci], mean[ci], var[ci], epsilon,
                                                           useBatchStats)
         dbias[ci] = s1
         for i0 in range(n):
-            for k in range(l):
-                dx[i0, ci, k] = dy[i0, ci, k] * a32 + x[i0, ci, k] * k2f + k3f
+            if masked:
+                for k in range(l):
+                    dx[i0, ci, k] = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded) * a32 + \
+                        x[i0, ci, k] * k2f + k3f
+            else:
+                for k in range(l):
+                    dx[i0, ci, k] = dy[i0, ci, k] * a32 + x[i0, ci, k] * k2f + k3f
 
 
 # Image-major: the sums are taken per parallel task over its images, in float64, and added up
@@ -99,10 +142,11 @@ def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, ds
 # backwardApply).
 
 @jit.parallel
-def _channelSums(x, dy, mean, withGrad, chunks):
+def _channelSums(x, dy, mean, withGrad, chunks, z, zlo, zhi, bounded, masked):
     """channelSums, with dy an array either way (ignored without withGrad): one compiled
     signature serves both kinds of call. Per task t over a share of the images,
-    part[t, :, c] are its images' sums, added up over the tasks in task order at the end."""
+    part[t, :, c] are its images' sums, added up over the tasks in task order at the end. With
+    masked, dy is first masked by the fused activation's output z between zlo and zhi (_masked)."""
     n, c, l = x.shape
     chunks = min(n, chunks)
     part = np.zeros((chunks, 2, c))
@@ -117,6 +161,12 @@ def _channelSums(x, dy, mean, withGrad, chunks):
                         v = np.float64(x[i0, ci, k])
                         s += v
                         q += v * v
+                elif masked:
+                    mu = np.float64(mean[ci])
+                    for k in range(l):
+                        g = np.float64(_masked(dy[i0, ci, k], z[i0, ci, k], zlo, zhi, bounded))
+                        s += g
+                        q += g * (np.float64(x[i0, ci, k]) - mu)
                 else:
                     mu = np.float64(mean[ci])
                     for k in range(l):
@@ -139,15 +189,18 @@ def _channelSums(x, dy, mean, withGrad, chunks):
 
 
 _noMean = np.zeros(0, dtype=np.float32)
+_F0 = np.float32(0)
 
 
-def channelSums(x, dy, mean, chunks):
+def channelSums(x, dy, mean, chunks, mask=None):
     """(2, C) float64 sums over images and positions of x (N, C, L): of x and x^2 when dy is
     None, else of dy and dy * (x - mean[c]), dy (N, C, L) and mean (C,) float32. Taken per
-    parallel task over a share of the images, then added up."""
+    parallel task over a share of the images, then added up. mask: None, or (z, lo, hi, bounded)
+    of a fused activation, by whose output z (N, C, L) dy is masked first."""
+    z, lo, hi, bounded = (x, _F0, _F0, False) if mask is None else mask
     if dy is None:
-        return _channelSums(x, x, _noMean, False, chunks)
-    return _channelSums(x, dy, mean, True, chunks)
+        return _channelSums(x, x, _noMean, False, chunks, z, lo, hi, bounded, False)
+    return _channelSums(x, dy, mean, True, chunks, z, lo, hi, bounded, mask is not None)
 
 
 @jit.plain
@@ -168,12 +221,16 @@ def backwardCoefficients(sums, count, scale, mean, var, epsilon, useBatchStats, 
 
 
 @jit.parallel
-def backwardApply(x, dy, a, k2, k3, dx):
-    """dx[n, c, :] = dy * a[c] + x * k2[c] + k3[c]."""
+def backwardApply(x, dy, a, k2, k3, dx, z, lo, hi, bounded, masked):
+    """dx[n, c, :] = dy * a[c] + x * k2[c] + k3[c], dy masked by z first with masked (_masked)."""
     n, c, l = x.shape
     for p in prange(n * c):
         i0 = p // c
         ci = p - i0 * c
         av, kv2, kv3 = a[ci], k2[ci], k3[ci]
-        for k in range(l):
-            dx[i0, ci, k] = dy[i0, ci, k] * av + x[i0, ci, k] * kv2 + kv3
+        if masked:
+            for k in range(l):
+                dx[i0, ci, k] = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded) * av + x[i0, ci, k] * kv2 + kv3
+        else:
+            for k in range(l):
+                dx[i0, ci, k] = dy[i0, ci, k] * av + x[i0, ci, k] * kv2 + kv3

@@ -1,0 +1,177 @@
+"""A batch norm and the in-place ReLU / clip after it, run as one op by Sequential.
+
+The fused pair must give exactly what the two modules give one after the other (the separate path
+is itself tested against references elsewhere), on every batch-norm route (image-major and
+channel-major kernels, the NumPy formulas for non-finite parameters), and its gradients must pass
+the finite-difference checker on their own.
+"""
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.containers.sequential as sequential
+from minidl.backend import gpuarray
+from minidl.containers import Sequential
+from minidl.models import loadMobileNetV1, loadMobileNetV2
+from minidl.modules import Activation, BatchNorm, BatchNorm2D, Conv2D, Linear, SyncBatchNorm2D, leakyRelu, relu, relu6
+
+from gradcheck import assertClose, checkGradients
+
+
+def _model(act, maps=4, bn=BatchNorm2D, inplace=True):
+    np.random.seed(7)
+    model = (Sequential("net").append(Conv2D(3, maps, 3, pad=1, name="conv")).append(bn(maps, name="bn"))
+             .append(Activation(act, name="act", inplace=inplace)).append(Conv2D(maps, 2, 1, name="head")))
+    scale = model["bn"].vars["scale"].data
+    scale.set(np.random.uniform(0.5, 3.0, scale.shape).astype(np.float32))   # values past relu6's upper kink
+    return model
+
+
+def _run(model, x, dy, train):
+    model.trainMode() if train else model.evalMode()
+    y = model(gpuarray.to_gpu(x)).get()
+    model.zeroGradParams()
+    dx = model.backward(gpuarray.to_gpu(dy)).get()
+    grads = {name: var.grad.get() for name, var in model.namedVars()}
+    stats = {name: a.get() for name, a in model.namedAttrs()}
+    return y, dx, grads, stats
+
+
+def _separate(monkeypatch):
+    monkeypatch.setattr(sequential, "_fusible", lambda mod, nxt: False)
+
+
+@pytest.mark.parametrize("act", [relu, relu6])
+@pytest.mark.parametrize("size", [6, 40], ids=["image-major", "channel-major"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_fused_pair_equals_the_two_modules(backend, monkeypatch, act, size, train):
+    x = (np.random.randn(3, 3, size, size) * 2).astype(np.float32)
+    dy = np.random.randn(3, 2, size, size).astype(np.float32)
+    fused = _model(act)
+    got = _run(fused, x, dy, train)
+    assert fused._fused == {2}
+    bn, a = fused["bn"], fused["act"]
+    assert bn.data is a.data and a.inData is a.data and a.grad is None
+    _separate(monkeypatch)
+    separate = _model(act)
+    want = _run(separate, x, dy, train)
+    assert separate._fused == set()
+    relu6Inputs = separate["bn"].data.get()
+    assert (relu6Inputs == 0).any() and (act == relu or (relu6Inputs == 6).any()), "a kink is not reached"
+    # the forward (and the statistics) are the same arithmetic; the backward rounds the masked
+    # gradient's products in other places (the kernels may fuse a multiply into an add), a few
+    # float32 ulps at batch norm's input gradient
+    np.testing.assert_array_equal(got[0], want[0], err_msg="output")
+    for name in want[3]:
+        np.testing.assert_array_equal(got[3][name], want[3][name], err_msg=name)
+    assertClose(got[1], want[1], 1e-5, 1e-6 * np.abs(want[1]).max(), "input gradient")
+    # conv.b's true gradient is 0 under a train-mode batch norm: each side holds the float32 noise of
+    # a sum of ~5000 terms, so parameter gradients are held to the largest one's scale
+    top = max(np.abs(g).max() for g in want[2].values())
+    for name in want[2]:
+        assertClose(got[2][name], want[2][name], 1e-5, 1e-5 * top, name)
+
+
+def test_non_finite_values_take_the_same_path_fused(backend, monkeypatch):
+    """An infinite scale sends batch norm to its NumPy formulas; a NaN input spreads the same way."""
+    x = np.random.randn(2, 3, 5, 5).astype(np.float32)
+    x[0, 1, 2, 2] = np.nan
+    dy = np.random.randn(2, 2, 5, 5).astype(np.float32)
+    results = []
+    for fuse in (True, False):
+        if not fuse:
+            _separate(monkeypatch)
+        model = _model(relu6)
+        scale = model["bn"].vars["scale"].data.get()
+        scale[0, 2] = np.inf
+        model["bn"].vars["scale"].data.set(scale)
+        results.append(_run(model, x, dy, True))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    got, want = results[0][1], results[1][1]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assertClose(got[np.isfinite(want)], want[np.isfinite(want)], 1e-5, 1e-6 * np.abs(want).max(), "input gradient")
+    assert np.isnan(results[0][0]).any()
+
+
+def test_fused_gradients_pass_the_finite_difference_check(backend):
+    model = Sequential("pair").append(BatchNorm2D(3, name="bn")).append(Activation(relu6, name="act", inplace=True))
+    model["bn"].vars["scale"].data.set(np.array([0.7, 2.0, 4.0], np.float32).reshape(1, 3, 1, 1))
+    x = np.random.randn(4, 3, 3, 3).astype(np.float32) * 2
+    checkGradients(model, x, kind="smooth")
+    assert model._fused == {1}
+
+
+def test_batch_norm_1d_fuses_too(backend, monkeypatch):
+    results = []
+    x = np.random.randn(6, 5).astype(np.float32)
+    dy = np.random.randn(6, 5).astype(np.float32)
+    for fuse in (True, False):
+        if not fuse:
+            _separate(monkeypatch)
+        np.random.seed(3)
+        model = Sequential("fc").append(Linear(5, 5, name="fc")).append(BatchNorm(5, name="bn"))
+        model.append(Activation(relu, name="act", inplace=True))
+        results.append(_run(model, x, dy, True))
+        assert model._fused == ({2} if fuse else set())
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assertClose(results[0][1], results[1][1], 1e-5, 1e-6 * np.abs(results[1][1]).max(), "input gradient")
+
+
+def _hooked(model):
+    model["act"].backwardHook = lambda mod: None
+    return model
+
+
+def _instrumented(model):
+    bn = model["bn"]
+    bn.updateData = lambda data, run=bn.updateData: run(data)      # as a per-layer recording does
+    return model
+
+
+@pytest.mark.parametrize("loader", [loadMobileNetV1, loadMobileNetV2], ids=["v1", "v2"])
+def test_mobilenets_train_the_same_fused(backend, monkeypatch, loader):
+    """Every batch norm + ReLU / ReLU6 pair of the MobileNets fuses; a training step's output and
+    gradients match the separate modules' (which tests/test_models.py holds to PyTorch)."""
+    x = np.random.rand(4, 3, 16, 16).astype(np.float32)
+    dy = np.random.randn(4, 10).astype(np.float32)
+    results = []
+    for fuse in (True, False):
+        if not fuse:
+            _separate(monkeypatch)
+        np.random.seed(5)
+        net = loader(width=0.35, numClasses=10, smallInput=True, dropout=0)
+        results.append(_run(net, x, dy, True))
+        pairs = sum(len(getattr(m, "_fused", ())) for m in _containers(net))
+        assert pairs == (27 if loader is loadMobileNetV1 else 35) * fuse
+    (y, dx, grads, _), (wy, wdx, wgrads, _) = results
+    np.testing.assert_array_equal(y, wy)
+    assertClose(dx, wdx, 1e-4, 1e-5 * np.abs(wdx).max(), "input gradient")
+    top = max(np.abs(g).max() for g in wgrads.values())
+    for name in wgrads:
+        assertClose(grads[name], wgrads[name], 1e-4, 1e-5 * top, name)
+
+
+def _containers(module):
+    children = getattr(module, "modules", None) or {}
+    return [module] + [c for child in children.values() for c in _containers(child)] if children else []
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _model(relu6, inplace=False),                  # the activation's input must stay readable
+    lambda: _model(leakyRelu),                             # not a clip
+    lambda: _model(relu6, bn=SyncBatchNorm2D),             # its own train path
+    lambda: _hooked(_model(relu6)),                        # the hook looks at act.grad
+    lambda: _instrumented(_model(relu6)),                  # the replacement looks at bn's own output
+], ids=["not-in-place", "leaky", "sync", "hook", "instrumented"])
+def test_what_is_not_fused(backend, build):
+    model = build()
+    model(gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32)))
+    assert model._fused == set()
+
+
+def test_debug_mode_runs_the_modules_one_by_one(backend):
+    model = _model(relu)
+    with minidl.detectAnomaly():
+        model(gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32)))
+    assert model._fused == set()
