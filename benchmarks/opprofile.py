@@ -38,6 +38,8 @@ def main():
     p.add_argument("--first", choices=("torch", "sklearn"), help="import this library before minidl")
     p.add_argument("--shapes", default="", help="comma-separated ops to break down by input shape")
     args = p.parse_args()
+    if args.fold and args.mode != "eval":
+        p.error("--fold folds batch norm for inference: it needs --mode eval")
     if args.first == "torch":
         import torch  # noqa: F401
     elif args.first == "sklearn":

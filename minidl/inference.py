@@ -15,10 +15,11 @@ container, an Add). A Sequential that builds its own children (SeparableConv2D) 
 since its blueprint would rebuild them unfolded.
 
 The folded model is for inference: it is returned in eval mode, each folded batch norm is gone
-from its container (a Graph's readers of it read the convolution instead), and the convolutions that had no bias have one (``useBias=True`` in their
-blueprint, so ``save`` and ``minidl.load`` round-trip). Trained further, it would train a model
-without batch norm. Values equal the unfolded model's in eval mode up to float32 rounding: the
-products are computed in float64 and rounded once.
+from its container (a Graph's readers of it read the convolution instead), and the convolutions
+that had no bias have one (``useBias=True`` in their blueprint, so ``save`` and ``minidl.load``
+round-trip). Trained further, it would train a model without batch norm. Values equal the
+unfolded model's in eval mode up to float32 rounding: the products are computed in float64 and
+rounded once.
 """
 
 import numpy as np
@@ -28,8 +29,10 @@ from minidl.backend import gpuarray
 from minidl.containers.container import Container
 from minidl.containers.graph import Graph
 from minidl.containers.sequential import Sequential
+from minidl.errors import LoadError
 from minidl.modules.batchnorm import BatchNorm2D
 from minidl.modules.conv import Conv2D
+from minidl.modules.syncbatchnorm import SyncBatchNorm2D
 from minidl.variable import Variable
 
 
@@ -60,11 +63,10 @@ def foldBatchNorm(model, inplace=False):
 def _copy(model):
     from minidl import load
     try:
-        data = model.save(compress=None, withBlueprint=True)
-    except blueprint.BlueprintError as e:
+        return load(model.save(compress=None, withBlueprint=True))
+    except (blueprint.BlueprintError, LoadError) as e:
         raise ValueError("foldBatchNorm: cannot copy %s %r (%s); pass inplace=True to fold the model itself"
                          % (type(model).__name__, model.name, e)) from None
-    return load(data)
 
 
 def _foldTree(module):
@@ -81,8 +83,8 @@ def _foldTree(module):
 
 
 def _foldable(conv, bn):
-    return (isinstance(conv, Conv2D) and isinstance(bn, BatchNorm2D) and type(bn).__name__ in
-            ("BatchNorm2D", "SyncBatchNorm2D") and conv.vars["W"].data.shape[0] == bn.maps)
+    return (isinstance(conv, Conv2D) and type(bn) in (BatchNorm2D, SyncBatchNorm2D)
+            and conv.vars["W"].data.shape[0] == bn.maps)
 
 
 def _foldSequential(seq):
@@ -108,7 +110,7 @@ def _foldGraph(graph):
         if len(refs) != 1 or refs[0][1] is not None or refs[0][0] not in graph.modules:
             continue
         conv = graph.modules[refs[0][0]]
-        if _foldable(conv, mod) and graph.readers(conv.name) == 1:
+        if _foldable(conv, mod) and graph.readers(refs[0][0]) == 1:
             _fold(conv, mod)
             graph.bypass(name)
             folded += 1
@@ -123,7 +125,8 @@ def _fold(conv, bn):
     """W[o] *= a[o], b[o] = (b[o] - mean[o]) * a[o] + bias[o], in float64, rounded once."""
     scale, bias = (_host(v).reshape(-1) for v in bn._affine())
     mean, var = _host(bn.attrs["mean"]).reshape(-1), _host(bn.attrs["var"]).reshape(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):     # a negative or zero variance: NaN or inf, as unfolded
+    # a negative variance gives NaN, as the unfolded batch norm does
+    with np.errstate(invalid="ignore", divide="ignore"):
         a = scale / np.sqrt(var + bn.epsilon)
     W = _host(conv.vars["W"].data)
     b = _host(conv.vars["b"].data).reshape(-1) if conv.useBias else np.zeros(W.shape[0])

@@ -50,7 +50,7 @@ def test_fused_pair_equals_the_two_modules(backend, monkeypatch, act, size, trai
     dy = np.random.randn(3, 2, size, size).astype(np.float32)
     fused = _model(act)
     got = _run(fused, x, dy, train)
-    assert fused._fused == {2}
+    assert fused._fused == {id(fused["act"])}
     bn, a = fused["bn"], fused["act"]
     assert bn.data is a.data and a.inData is a.data and a.grad is None
     _separate(monkeypatch)
@@ -94,12 +94,41 @@ def test_non_finite_values_take_the_same_path_fused(backend, monkeypatch):
     assert np.isnan(results[0][0]).any()
 
 
+@pytest.mark.parametrize("act", [relu, relu6])
+@pytest.mark.parametrize("size", [6, 40], ids=["image-major", "channel-major"])
+def test_kinks_and_non_finite_values_through_the_fused_kernels(backend, monkeypatch, act, size):
+    """Eval mode, finite statistics: the kernels themselves meet NaN, +-inf and outputs exactly at
+    the kinks (a = 2 exactly, so x = 0 and 3 give 0 and 6). Output and input gradient as the two
+    modules give them, NaN for NaN (the gradient's kernels fall back where their sums are not finite)."""
+    x = np.random.randn(2, 3, size, size).astype(np.float32)
+    x[:, :, 0, :6] = np.array([0, 3, np.nan, np.inf, -np.inf, 3], np.float32)
+    dy = np.random.randn(2, 3, size, size).astype(np.float32)
+    dy[0, 0, 1, :3] = [np.nan, np.inf, -np.inf]
+    results = []
+    for fuse in (True, False):
+        if not fuse:
+            _separate(monkeypatch)
+        model = Sequential("pair").append(BatchNorm2D(3, name="bn")).append(Activation(act, name="act", inplace=True))
+        bn = model["bn"]
+        root = np.sqrt(np.float32(1) + np.float32(bn.epsilon), dtype=np.float32)
+        bn.vars["scale"].data.set(np.full((1, 3, 1, 1), 2 * root, np.float32))
+        model.evalMode()
+        y = model(gpuarray.to_gpu(x)).get()
+        dx = model.backward(gpuarray.to_gpu(dy)).get()
+        results.append((y, dx))
+        assert model._fused == ({id(model["act"])} if fuse else set())
+    (y, dx), (wy, wdx) = results
+    assert (wy[:, :, 0, 0] == 0).all() and (act == relu or (wy[:, :, 0, 1] == 6).all())
+    np.testing.assert_array_equal(y, wy)
+    np.testing.assert_array_equal(dx, wdx)
+
+
 def test_fused_gradients_pass_the_finite_difference_check(backend):
     model = Sequential("pair").append(BatchNorm2D(3, name="bn")).append(Activation(relu6, name="act", inplace=True))
     model["bn"].vars["scale"].data.set(np.array([0.7, 2.0, 4.0], np.float32).reshape(1, 3, 1, 1))
     x = np.random.randn(4, 3, 3, 3).astype(np.float32) * 2
     checkGradients(model, x, kind="smooth")
-    assert model._fused == {1}
+    assert model._fused == {id(model["act"])}
 
 
 def test_batch_norm_1d_fuses_too(backend, monkeypatch):
@@ -113,7 +142,7 @@ def test_batch_norm_1d_fuses_too(backend, monkeypatch):
         model = Sequential("fc").append(Linear(5, 5, name="fc")).append(BatchNorm(5, name="bn"))
         model.append(Activation(relu, name="act", inplace=True))
         results.append(_run(model, x, dy, True))
-        assert model._fused == ({2} if fuse else set())
+        assert model._fused == ({id(model["act"])} if fuse else set())
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assertClose(results[0][1], results[1][1], 1e-5, 1e-6 * np.abs(results[1][1]).max(), "input gradient")
 
@@ -121,6 +150,28 @@ def test_batch_norm_1d_fuses_too(backend, monkeypatch):
 def _hooked(model):
     model["act"].backwardHook = lambda mod: None
     return model
+
+
+def test_fused_pairs_release_gradients_and_fuse_under_the_batch_norms_hook(backend):
+    """The batch norm's backwardHook (DataParallel hooks every module with parameters) sees what it
+    sees unfused, so the pair still fuses; every child's grad is released after backward."""
+    model = _model(relu6)
+    seen = []
+    model["bn"].backwardHook = lambda mod: seen.append(mod.grad.shape)
+    model(gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32)))
+    assert model._fused == {id(model["act"])}
+    model.backward(gpuarray.to_gpu(np.random.randn(2, 2, 4, 4).astype(np.float32)))
+    assert seen == [(2, 4, 4, 4)]
+    assert all(child.grad is None for child in model.modules.values()) and model.grad is not None
+
+
+def test_a_refused_input_leaves_no_fusion_behind(backend):
+    model = Sequential("pair").append(BatchNorm2D(4, name="bn")).append(Activation(relu, name="act", inplace=True))
+    with pytest.raises(minidl.ModuleError, match="4 maps"):
+        model(gpuarray.to_gpu(np.random.randn(2, 5, 4, 4).astype(np.float32)))     # refused by the batch norm
+    bn = model["bn"]
+    x = np.random.randn(2, 4, 3, 3).astype(np.float32)
+    assert (bn(gpuarray.to_gpu(x)).get() < 0).any() and bn.fusedActivation is None      # on its own: no ReLU
 
 
 def _instrumented(model):

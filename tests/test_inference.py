@@ -231,10 +231,16 @@ def test_graph_nodes_fold_where_only_the_batch_norm_reads_the_convolution(backen
         np.testing.assert_array_equal(a.get(), b)
 
 
-def test_graph_bypass_refuses_a_node_reading_several_values():
+def test_graph_bypass_refuses_what_would_not_build_again():
     from minidl.containers import Graph, Node
-    g = Graph(inputs="x", outputs="add", nodes=[
-        Node(Conv2D(2, 2, 1, name="c"), inputs="x"), Node(Add(name="add"), inputs=["c", "x"])], name="g")
+    g = Graph(inputs="x", outputs=["add", "c", "bn"], nodes=[
+        Node(Conv2D(2, 2, 1, name="c"), inputs="x"), Node(Add(name="add"), inputs=["c", "x"]),
+        Node(BatchNorm2D(2, name="bn"), inputs="c")], name="g")
     with pytest.raises(ValueError, match="'add'"):
-        g.bypass("add")
-    assert list(g.modules) == ["c", "add"]
+        g.bypass("add")                 # reads two values
+    with pytest.raises(ValueError, match="cannot bypass output 'bn', which reads the output 'c'"):
+        g.bypass("bn")                  # the outputs would name c twice
+    single = Graph(inputs="x", outputs="bn", nodes=[Node(BatchNorm2D(2, name="bn"), inputs="x")], name="single")
+    with pytest.raises(ValueError, match="cannot bypass output 'bn', which reads the input 'x'"):
+        single.bypass("bn")             # an output would name an input
+    assert list(g.modules) == ["c", "add", "bn"] and list(single.modules) == ["bn"]

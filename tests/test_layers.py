@@ -66,26 +66,32 @@ def test_inplace_activations(backend, name, args, ref):
     checkGradients(Activation(name, args=args, inplace=True), x, kind="smooth")
 
 
-def test_inplace_activation_after_batchnorm_trains_like_out_of_place(backend):
-    """Conv -> BN -> ReLU in place: the same outputs and every gradient as out of place."""
+@pytest.mark.parametrize("fused", [False, True], ids=["in-place", "fused"])
+def test_inplace_activation_after_batchnorm_trains_like_out_of_place(backend, monkeypatch, fused):
+    """Conv -> BN -> ReLU in place: the same outputs and every gradient as out of place; also with the
+    pair fused into one op (minidl.containers.sequential), as Sequential runs it by default."""
+    import minidl.containers.sequential as sequential
     from minidl.modules import Conv2D
     x = np.random.randn(2, 3, 6, 6).astype(np.float32)
     dy = np.random.randn(2, 4, 6, 6).astype(np.float32)
     results = []
+    if not fused:
+        monkeypatch.setattr(sequential, "_fusible", lambda mod, nxt: False)
     for inplace in (False, True):
         np.random.seed(3)
         seq = Sequential("net")
         seq.extend([Conv2D(3, 4, 3, pad=1, name="conv"), BatchNorm2D(4, name="bn"),
                     Activation("relu", name="act", inplace=inplace)])
         out = seq(gpuarray.to_gpu(x)).get()
+        assert seq._fused == ({id(seq["act"])} if fused and inplace else set())
         seq.zeroGradParams()
         grad = seq.backward(gpuarray.to_gpu(dy)).get()
         results.append([out, grad] + [var.grad.get() for _, var in seq.namedVars()])
-    # in place, the pair runs fused (minidl.containers.sequential), whose backward rounds a few
-    # products elsewhere; conv.b's true gradient is 0 here (train-mode batch norm follows), so both
-    # sides hold float32 noise: everything is held to the largest gradient's scale
-    top = max(np.abs(a).max() for a in results[0][1:])
-    for plain, inplace in zip(*results):
+    np.testing.assert_array_equal(results[1][0], results[0][0])
+    # fused, the backward rounds a few products elsewhere; conv.b's true gradient is 0 here (a
+    # train-mode batch norm follows), so both sides hold float32 noise: held to the largest gradient
+    top = max(np.abs(a).max() for a in results[0][1:]) if fused else 1.0
+    for plain, inplace in zip(results[0][1:], results[1][1:]):
         assertClose(inplace, plain, 1e-6, 1e-6 * top, "in place vs out of place")
 
 

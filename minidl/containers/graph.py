@@ -211,8 +211,8 @@ class Graph(Container):
     # ---- structure ------------------------------------------------------------------------------
 
     def append(self, mod):
-        """Refused: a graph's nodes and wiring are fixed when it is built (mod is not added); build a
-        new Graph with the extra Node instead."""
+        """Refused: a graph's nodes and wiring are fixed when it is built (mod is not added; only
+        bypass removes a node); build a new Graph with the extra Node instead."""
         raise TypeError("Graph %r: nodes are given at construction (Graph(inputs, outputs, nodes)); cannot append %s"
                         % (self.name, type(mod).__name__))
 
@@ -376,13 +376,17 @@ class Graph(Container):
         src = refs[0][0]
         if any(ref == name and idx is not None for entries in self.wiring.values() for ref, idx in entries):
             raise ValueError("Graph %r: a node reads an element of %r, an array" % (self.name, name))
+        if name in self.outputs and (src in self.inputs or src in self.outputs):
+            # outputs name nodes, each once: the graph would not build again from its blueprint
+            raise ValueError("Graph %r: cannot bypass output %r, which reads %s %r"
+                             % (self.name, name, "the input" if src in self.inputs else "the output", src))
         del self.modules[name], self.wiring[name]
         for entries in self.wiring.values():
             entries[:] = [(src, None) if ref == (name, None) else ref for ref in entries]
         self.outputs = [src if out == name else out for out in self.outputs]
         self.blueprint["outputs"] = list(self.outputs)
         self._readers[src] += self._readers.pop(name) - 1
-        self.values = {}
+        self.reset()        # the last pass's values were wired the old way
 
     # ---- the rest -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ output as it reads it, so the activation's own passes over memory (one each way)
 afterwards is what the in-place pair holds: both ``data`` are the activation's output; the
 activation's ``grad`` is released after backward, as every child's is (Container). Not fused: other
 activations, activations not in place (their input stays readable), SyncBatchNorm2D, and pairs
-where something looks at each module's own results: a backwardHook, an updateData or backward
+where something looks at a module's own pass: a backwardHook on the activation, methods of either
 replaced on the instance, or the debug mode (minidl.anomaly).
 """
 
@@ -32,6 +32,7 @@ class Sequential(Container):
     def __init__(self, name=None):
         super().__init__(name)
         self.registerBlueprint(locals())
+        self._fused = set()     # ids of the activations the last forward ran inside a batch norm
 
     def __getitem__(self, item):
         if isinstance(item, bool):
@@ -60,30 +61,36 @@ class Sequential(Container):
 
     def updateData(self, data):
         mods = list(self.modules.values())
-        self._fused = fused = set()       # positions of activations run inside the batch norm before them
+        self._fused = fused = set()
         debug = anomaly.isEnabled()
         for i, mod in enumerate(mods):
-            if i in fused:
+            if id(mod) in fused:
                 # what the in-place activation would leave: its input and output are its output
                 mod.inData = mod.data = data
                 mod.grad = None
                 continue
             if not debug and i + 1 < len(mods) and _fusible(mod, mods[i + 1]):
                 mod.fuseNext(mods[i + 1])
-                fused.add(i + 1)
-            with self.childScope(mod):
-                data = mod(data)
+                fused.add(id(mods[i + 1]))
+            try:
+                with self.childScope(mod):
+                    data = mod(data)
+            finally:
+                # taken by the batch norm's pass; left over only where its input was refused
+                vars(mod).pop("_fuseNext", None)
         self.data = data
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
         if self.data is None:
             raise self.error("backward called before a forward pass")
         mods = list(self.modules.values())
-        fused = getattr(self, "_fused", ())
         for i in range(len(mods) - 1, -1, -1):
             mod = mods[i]
-            if i in fused:
-                continue        # the batch norm before it takes grad through it
+            if id(mod) in self._fused:
+                # the batch norm before it takes grad through it; mod passes grad on untouched
+                if i + 1 < len(mods):
+                    releaseGrad(mods[i + 1])
+                continue
             with self.childScope(mod):
                 # the first child's input gradient is needed only if the caller wants ours
                 grad = mod.backward(grad, updParamGrads=updParamGrads and self.train, updGrad=updGrad or i > 0)
@@ -108,17 +115,25 @@ class Sequential(Container):
         return shape
 
 
+_types = []
+
+
 def _fusible(mod, nxt):
     """Whether mod and nxt, the child after it, run as one op (the module docstring says when)."""
-    # imported here: minidl.modules imports this module (SeparableConv2D is a Sequential)
-    from minidl.modules.activation import Activation
-    from minidl.modules.batchnorm import BatchNorm, BatchNorm2D
-    return (type(mod) in (BatchNorm2D, BatchNorm) and type(nxt) is Activation and nxt.inplace
-            and nxt.kind in ("relu", "clip") and not _watched(mod) and not _watched(nxt))
+    if not _types:
+        # imported here: minidl.modules imports this module (SeparableConv2D is a Sequential)
+        from minidl.modules.activation import Activation
+        from minidl.modules.batchnorm import BatchNorm, BatchNorm2D
+        _types.extend([(BatchNorm2D, BatchNorm), Activation])
+    norms, activation = _types
+    return (type(mod) in norms and type(nxt) is activation and nxt.inplace and nxt.kind in ("relu", "clip")
+            and not _replaced(mod, ("updateData", "backward")) and nxt.backwardHook is None
+            and not _replaced(nxt, ("updateData", "backward", "updateGrad", "updateGradAndParams")))
 
 
-def _watched(mod):
-    """Whether something looks at mod's own passes: a backwardHook, or its updateData or backward
-    replaced on the instance (instrumentation, as the tests' per-layer recordings)."""
+def _replaced(mod, methods):
+    """Whether any of methods was replaced on the instance (instrumentation that looks at the
+    module's own pass, as the tests' per-layer recordings). The batch norm's backwardHook sees the
+    same either way (DataParallel hooks every module with parameters), the activation's would not."""
     own = vars(mod)
-    return mod.backwardHook is not None or "updateData" in own or "backward" in own
+    return any(name in own for name in methods)

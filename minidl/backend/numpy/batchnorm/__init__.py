@@ -17,6 +17,7 @@ import numpy as np
 from minidl.backend.numpy import jit
 from minidl.backend.numpy.array import allFinite, host, new
 from minidl.backend.numpy.batchnorm import kernels
+from minidl.backend.numpy.elementwise import _activation, _activationBackward, _clipArgs
 from minidl.backend.numpy.routing import Plan, Route, planner
 
 _AXES = (0, 2, 3)
@@ -80,37 +81,27 @@ def _vec(a):
 
 
 def _clip(act):
-    """(lo, hi, bounded) of a fused activation act (None, or ("relu" | "clip", alpha, beta): the
-    backend contract's batchNormTrain), float32 bounds; None for none."""
+    """The kernels' (lo, hi, bounded) for a fused activation act (None, or ("relu" | "clip", alpha,
+    beta): the backend contract's batchNormTrain); None for none."""
     if act is None:
         return None
     kind, alpha, beta = act
-    if kind == "relu":
-        return np.float32(0), np.float32(np.inf), False
-    if kind == "clip":
-        return np.float32(alpha), np.float32(beta), True
-    raise ValueError("batch norm: a fused activation is relu or clip, got %r" % (kind,))
+    if kind not in ("relu", "clip"):
+        raise ValueError("batch norm: a fused activation is relu or clip, got %r" % (kind,))
+    return _clipArgs(kind, alpha, beta) + (kind == "clip",)
 
 
 _NOCLIP = (np.float32(0), np.float32(0), False)
 
 
-def _clipNumpy(y, clip):
-    """y clipped as the kernels clip (NaN stays NaN), for the NumPy formulas."""
-    if clip is None:
-        return y
-    lo, hi, _ = clip
-    return np.where(y < lo, lo, np.where(y > hi, hi, y)).astype(np.float32, copy=False)
+def _actNumpy(y, act):
+    """y through the fused activation, by the activation's own NumPy formula."""
+    return y if act is None else _activation(y, *act)
 
 
-def _maskNumpy(dy, z, clip):
-    """dy masked by the fused activation's output z as the kernels mask it, for the NumPy formulas."""
-    if clip is None:
-        return np.asarray(dy)
-    lo, hi, bounded = clip
-    z = np.asarray(z)
-    flows = (z > lo) & ((z < hi) | (not bounded))
-    return np.asarray(dy) * flows.astype(np.float32)
+def _maskNumpy(dy, z, act):
+    """dy through the fused activation whose output is z, by the activation's own NumPy formula."""
+    return np.asarray(dy) if act is None else _activationBackward(np.asarray(z), np.asarray(z), np.asarray(dy), *act)
 
 
 def _maskArgs(clip, y, dy):
@@ -161,7 +152,7 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
     else:
         mean, var = _moments(x)
         a = np.asarray(scale) / np.sqrt(var + np.float32(epsilon))
-        y = _clipNumpy((np.asarray(x) - mean) * a + np.asarray(bias), clip)
+        y = _actNumpy((np.asarray(x) - mean) * a + np.asarray(bias), act)
     _updateRunning(runMean, runVar, mean, var, count, factor)
     return host(y), host(mean), host(var)
 
@@ -175,7 +166,7 @@ def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
         kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y), lo, hi,
                               clip is not None)
         return host(y)
-    return host(_clipNumpy((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias), clip))
+    return host(_actNumpy((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias), act))
 
 
 def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, clip, y):
@@ -215,7 +206,7 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None,
     count = x.size // x.shape[1]
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     a = np.asarray(scale) * invStd
-    x, dy = np.asarray(x), _maskNumpy(dy, y, clip)
+    x, dy = np.asarray(x), _maskNumpy(dy, y, act)
     xhat = (x - np.asarray(mean)) * invStd
     dbias = dy.sum(axis=_AXES, keepdims=True, dtype=np.float32)
     dscale = (dy * xhat).sum(axis=_AXES, keepdims=True, dtype=np.float32)

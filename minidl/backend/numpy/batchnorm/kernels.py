@@ -13,29 +13,16 @@ data). Sums run in float64, where E[x^2] - mean^2 loses nothing unless mean/std 
 import numpy as np
 
 from minidl.backend.numpy import jit
+from minidl.backend.numpy.elementwise.kernels import clipGradient, clipValue
 from minidl.backend.numpy.jit import chunk, prange
 
 
 # A batch norm fused with the in-place activation after it (ReLU or clip: minidl.containers.sequential)
 # clips its output as it writes it, and masks the incoming gradient by that output as it reads it:
 # the activation's two passes over memory are gone. The rules are the activation kernels' own
-# (elementwise/kernels.py): a NaN falls through both comparisons of the clip, and the mask multiplies,
-# so a NaN gradient stays NaN; ReLU (not bounded) lets the gradient of +inf through.
-
-
-@jit.inline
-def _clipped(v, lo, hi):
-    """v clipped to [lo, hi]; NaN stays NaN."""
-    return lo if v < lo else (hi if v > hi else v)
-
-
-@jit.inline
-def _masked(g, z, lo, hi, bounded):
-    """g where the activation's gradient flows at its output z (lo < z, and z < hi when bounded), else
-    0 * g (NaN for a non-finite g, as the activation's own backward gives). The products after it may
-    round in other places than the unfused passes' do (fast-math may fuse a multiply into an add):
-    a few float32 ulps of batch norm's input gradient."""
-    return g if (z > lo and (z < hi or not bounded)) else g * np.float32(0.0)
+# (elementwise/kernels.py: clipValue, clipGradient). The products after the mask may round in other
+# places than the unfused passes' do (fast-math may fuse a multiply into an add): a few float32 ulps
+# of batch norm's input gradient.
 
 
 @jit.inline
@@ -79,7 +66,7 @@ def channelMajorTrain(x, scale, bias, y, mean, var, epsilon, lo, hi, clip):
         for i0 in range(n):
             if clip:
                 for k in range(l):
-                    y[i0, ci, k] = _clipped(x[i0, ci, k] * a + b, lo, hi)
+                    y[i0, ci, k] = clipValue(x[i0, ci, k] * a + b, lo, hi)
             else:
                 for k in range(l):
                     y[i0, ci, k] = x[i0, ci, k] * a + b
@@ -95,7 +82,7 @@ def channelAffine(x, a, b, y, lo, hi, clip):
         av, bv = a[ci], b[ci]
         if clip:
             for k in range(l):
-                y[i0, ci, k] = _clipped(x[i0, ci, k] * av + bv, lo, hi)
+                y[i0, ci, k] = clipValue(x[i0, ci, k] * av + bv, lo, hi)
         else:
             for k in range(l):
                 y[i0, ci, k] = x[i0, ci, k] * av + bv
@@ -106,7 +93,7 @@ def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, ds
                          masked):
     """Per channel c: dbias[c] = sum(dy), dscale[c] = sum(dy * xhat), then dx for the batch
     statistics (useBatchStats) or for fixed ones, with xhat = (x - mean) * invStd. With masked, dy
-    is first masked by the fused activation's output z (_masked)."""
+    is first masked by the fused activation's output z (clipGradient)."""
     n, c, l = x.shape
     count = n * l
     for ci in prange(c):
@@ -116,7 +103,7 @@ def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, ds
         for i0 in range(n):
             if masked:
                 for k in range(l):
-                    g = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded)
+                    g = clipGradient(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded)
                     s1 += g
                     s2 += g * (x[i0, ci, k] - mu)
             else:
@@ -130,7 +117,7 @@ def channelMajorBackward(x, dy, scale, mean, var, epsilon, useBatchStats, dx, ds
         for i0 in range(n):
             if masked:
                 for k in range(l):
-                    dx[i0, ci, k] = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded) * a32 + \
+                    dx[i0, ci, k] = clipGradient(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded) * a32 + \
                         x[i0, ci, k] * k2f + k3f
             else:
                 for k in range(l):
@@ -146,7 +133,7 @@ def _channelSums(x, dy, mean, withGrad, chunks, z, zlo, zhi, bounded, masked):
     """channelSums, with dy an array either way (ignored without withGrad): one compiled
     signature serves both kinds of call. Per task t over a share of the images,
     part[t, :, c] are its images' sums, added up over the tasks in task order at the end. With
-    masked, dy is first masked by the fused activation's output z between zlo and zhi (_masked)."""
+    masked, dy is first masked by the fused activation's output z between zlo and zhi (clipGradient)."""
     n, c, l = x.shape
     chunks = min(n, chunks)
     part = np.zeros((chunks, 2, c))
@@ -164,7 +151,7 @@ def _channelSums(x, dy, mean, withGrad, chunks, z, zlo, zhi, bounded, masked):
                 elif masked:
                     mu = np.float64(mean[ci])
                     for k in range(l):
-                        g = np.float64(_masked(dy[i0, ci, k], z[i0, ci, k], zlo, zhi, bounded))
+                        g = np.float64(clipGradient(dy[i0, ci, k], z[i0, ci, k], zlo, zhi, bounded))
                         s += g
                         q += g * (np.float64(x[i0, ci, k]) - mu)
                 else:
@@ -222,7 +209,7 @@ def backwardCoefficients(sums, count, scale, mean, var, epsilon, useBatchStats, 
 
 @jit.parallel
 def backwardApply(x, dy, a, k2, k3, dx, z, lo, hi, bounded, masked):
-    """dx[n, c, :] = dy * a[c] + x * k2[c] + k3[c], dy masked by z first with masked (_masked)."""
+    """dx[n, c, :] = dy * a[c] + x * k2[c] + k3[c], dy masked by z first with masked (clipGradient)."""
     n, c, l = x.shape
     for p in prange(n * c):
         i0 = p // c
@@ -230,7 +217,8 @@ def backwardApply(x, dy, a, k2, k3, dx, z, lo, hi, bounded, masked):
         av, kv2, kv3 = a[ci], k2[ci], k3[ci]
         if masked:
             for k in range(l):
-                dx[i0, ci, k] = _masked(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded) * av + x[i0, ci, k] * kv2 + kv3
+                g = clipGradient(dy[i0, ci, k], z[i0, ci, k], lo, hi, bounded)
+                dx[i0, ci, k] = g * av + x[i0, ci, k] * kv2 + kv3
         else:
             for k in range(l):
                 dx[i0, ci, k] = dy[i0, ci, k] * av + x[i0, ci, k] * kv2 + kv3

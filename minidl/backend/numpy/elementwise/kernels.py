@@ -22,20 +22,32 @@ _THREE, _SIX, _SIXTH = np.float32(3), np.float32(6), np.float32(1 / 6)
 # as the NumPy formulas give.
 
 
+@jit.inline
+def clipValue(v, lo, hi):
+    """v clipped to [lo, hi]; a NaN falls through both comparisons and stays NaN."""
+    return lo if v < lo else (hi if v > hi else v)
+
+
+@jit.inline
+def clipGradient(g, v, lo, hi, bounded):
+    """g where the clip at v lets it through (lo < v, and v < hi when bounded), else g * 0 (NaN for
+    a non-finite g). Without bounded, ReLU's v = +inf passes its gradient, as the NumPy formula
+    dy * (x > 0) has it, where v < inf would stop it. Shared with the batch norm fused with its
+    activation (batchnorm/kernels.py), so both apply one rule."""
+    return g if (v > lo and (v < hi or not bounded)) else g * _ZERO
+
+
 @jit.parallelExact
 def clipForward(x, y, lo, hi):
     for k in prange(x.size):
-        v = x[k]
-        y[k] = lo if v < lo else (hi if v > hi else v)
+        y[k] = clipValue(x[k], lo, hi)
 
 
 @jit.parallelExact
 def clipBackward(x, dy, dx, lo, hi, bounded):
-    """dx = dy * (lo < x < hi); without bounded, dy * (lo < x): ReLU's x = +inf passes its
-    gradient, as the NumPy formula dy * (x > 0) has it, where x < inf would stop it."""
+    """dx = dy * (lo < x < hi); without bounded, dy * (lo < x) (clipGradient)."""
     for k in prange(x.size):
-        v = x[k]
-        dx[k] = dy[k] * (1.0 if (v > lo and (v < hi or not bounded)) else 0.0)
+        dx[k] = clipGradient(dy[k], x[k], lo, hi, bounded)
 
 
 # MobileNetV3's hard sigmoid and hard swish.
