@@ -9,8 +9,9 @@ Gradients inside a container live only while they are needed: once a child's inp
 been passed on (to the child before it, or out as the container's own ``grad``), the child's
 ``grad`` is set to None, as PyTorch keeps no gradient of an intermediate value. Kept, they held a
 second copy of every activation until the next forward pass: a MobileNetV1-0.5 training step at
-batch 64 peaked at 725 MB against PyTorch's ~530 (benchmarks/RESULTS.md). The container's own
-``grad`` (d(loss)/d(input)), every parameter gradient and every child's forward ``data`` stay.
+batch 64 peaked at 725 MB of new memory, 479 MB now, against PyTorch's 476-559
+(benchmarks/RESULTS.md). The container's own ``grad`` (d(loss)/d(input)), every parameter
+gradient and every child's forward ``data`` stay.
 """
 
 from contextlib import contextmanager
