@@ -49,6 +49,17 @@ def _backwardCoefficients(s1, s2, count, scale, mean, var, epsilon, useBatchStat
     return np.float32(a), np.float32(k2), np.float32(k3), s2 * invStd
 
 
+@jit.inline
+def _affineRow(src, dst, a, b, lo, hi, clip):
+    """dst = src * a + b over one image's plane of one channel, clipped to [lo, hi] with clip."""
+    if clip:
+        for k in range(src.shape[0]):
+            dst[k] = clipValue(src[k] * a + b, lo, hi)
+    else:
+        for k in range(src.shape[0]):
+            dst[k] = src[k] * a + b
+
+
 @jit.parallel
 def channelMajorTrain(x, scale, bias, y, mean, var, epsilon, lo, hi, clip):
     """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
@@ -64,28 +75,17 @@ def channelMajorTrain(x, scale, bias, y, mean, var, epsilon, lo, hi, clip):
                 q += v * v
         mean[ci], var[ci], a, b = _trainCoefficients(s, q, n * l, scale[ci], bias[ci], epsilon)
         for i0 in range(n):
-            if clip:
-                for k in range(l):
-                    y[i0, ci, k] = clipValue(x[i0, ci, k] * a + b, lo, hi)
-            else:
-                for k in range(l):
-                    y[i0, ci, k] = x[i0, ci, k] * a + b
+            _affineRow(x[i0, ci], y[i0, ci], a, b, lo, hi, clip)
 
 
 @jit.parallel
 def channelAffine(x, a, b, y, lo, hi, clip):
     """y[n, c, :] = x[n, c, :] * a[c] + b[c], clipped to [lo, hi] with clip."""
-    n, c, l = x.shape
+    n, c = x.shape[0], x.shape[1]
     for p in prange(n * c):
         i0 = p // c
         ci = p - i0 * c
-        av, bv = a[ci], b[ci]
-        if clip:
-            for k in range(l):
-                y[i0, ci, k] = clipValue(x[i0, ci, k] * av + bv, lo, hi)
-        else:
-            for k in range(l):
-                y[i0, ci, k] = x[i0, ci, k] * av + bv
+        _affineRow(x[i0, ci], y[i0, ci], a[ci], b[ci], lo, hi, clip)
 
 
 @jit.parallel
