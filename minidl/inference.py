@@ -5,7 +5,7 @@ a = scale / sqrt(var + epsilon). After a convolution, that map can be moved into
 own weights and bias: W'[o] = W[o] * a[o] and b'[o] = (b[o] - mean[o]) * a[o] + bias[o]. The
 folded model computes the same function with one pass over memory fewer per batch norm and one
 module call fewer; onnxruntime and ``torch.fx.experimental.optimization.fuse`` do the same. On a
-2-core CPU, MobileNetV1 / V2 at 224x224 and batch 1 measured 23.1 -> 18.9 ms and 28.2 -> 21.1 ms
+2-core CPU, MobileNetV1 / V2 at 224x224 and batch 1 measured 23.1 -> 18.9 ms and 28.1 -> 21.1 ms
 (benchmarks/RESULTS.md).
 
 What is folded: a BatchNorm2D (or SyncBatchNorm2D) that directly follows a Conv2D,
