@@ -77,8 +77,7 @@ def _foldTree(module):
     folded = sum(_foldTree(child) for child in list(module.modules.values()))
     if isinstance(module, Graph):
         folded += _foldGraph(module)
-    elif type(module) is Sequential or (isinstance(module, Sequential)
-                                        and not blueprint._buildsOwnChildren(type(module))):
+    elif isinstance(module, Sequential) and not blueprint._buildsOwnChildren(type(module)):
         folded += _foldSequential(module)
     return folded
 

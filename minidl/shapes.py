@@ -198,3 +198,17 @@ def convArgs(kind, inmaps, outmaps, groups, size, stride, pad, dilation):
              for what, value, least in (("size", size, 1), ("stride", stride, 1), ("pad", pad, 0),
                                         ("dilation", dilation, 1))]
     return (inmaps, outmaps, groups, *pairs)
+
+
+def fusedActivation(op, act, inshape=None, y=None):
+    """Check act, the activation a batch-norm op fuses into its output: None, or (kind, alpha, beta)
+    with kind "relu" or "clip" (the backend contract's batchNormTrain). With inshape (the backward),
+    y, the forward's output, must be given with that shape. Both backends check here, so they refuse
+    alike; ValueError naming op otherwise."""
+    if act is None:
+        return
+    if act[0] not in ("relu", "clip"):
+        raise ValueError("%s: a fused activation is relu or clip, got %r" % (op, act[0]))
+    if inshape is not None and (y is None or tuple(y.shape) != tuple(inshape)):
+        raise ValueError("%s: a fused activation needs the forward's output y of shape %s, got %s"
+                         % (op, tuple(inshape), None if y is None else tuple(y.shape)))

@@ -226,3 +226,20 @@ def test_debug_mode_runs_the_modules_one_by_one(backend):
     with minidl.detectAnomaly():
         model(gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32)))
     assert model._fused == set()
+
+
+def test_batch_norm_ops_refuse_a_fused_activation_they_cannot_run(backend):
+    from minidl.backend import ops
+    x = gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32))
+    ones, zeros = (gpuarray.to_gpu(np.full((1, 3, 1, 1), v, np.float32)) for v in (1, 0))
+    with pytest.raises(ValueError, match="batchNormEval: a fused activation is relu or clip, got 'tanh'"):
+        ops.batchNormEval(x, ones, zeros, zeros, ones, 1e-5, ("tanh", 0.0, 0.0))
+    with pytest.raises(ValueError, match="batchNormTrain: a fused activation is relu or clip, got 'elu'"):
+        ops.batchNormTrain(x, ones, zeros, zeros, ones, 1e-5, 0.1, ("elu", 1.0, 0.0))
+    with pytest.raises(ValueError, match=r"batchNormBackward: a fused activation needs the forward's output y of "
+                                         r"shape \(2, 3, 4, 4\), got None"):
+        ops.batchNormBackward(x, x, ones, zeros, ones, 1e-5, True, ("relu", 0.0, 0.0))
+    with pytest.raises(ValueError, match=r"of shape \(2, 3, 4, 4\), got \(2, 3, 4, 5\)"):
+        ops.batchNormBackward(x, x, ones, zeros, ones, 1e-5, True, ("clip", 0.0, 6.0),
+                              gpuarray.to_gpu(np.zeros((2, 3, 4, 5), np.float32)))
+    np.testing.assert_array_equal(zeros.get(), 0)      # batchNormTrain refused before touching the statistics

@@ -6,9 +6,11 @@ import numpy as np
 from minidl.backend.cuda.array import empty
 from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, planes, ptr
 from minidl.backend.cuda.elementwise import activation, activationBackward
+from minidl.shapes import fusedActivation
 
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
+    fusedActivation("batchNormTrain", act)
     n, c, l = planes(x.shape)
     mean, var = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)
     launchBlocks(function("batchnorm.cu", "bnStats"), c, BLOCK, ptr(x), ptr(mean), ptr(var), ptr(runMean),
@@ -20,27 +22,19 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
 # norm's: on a GPU the extra pass is cheap, and the results equal the separate modules' exactly.
 
 def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
+    fusedActivation("batchNormEval", act)
     n, c, l = planes(x.shape)
     y = empty(x.shape, np.float32)
     launch(function("batchnorm.cu", "bnApply"), x.size, ptr(x), ptr(y), ptr(scale), ptr(bias), ptr(mean), ptr(var),
            f32(epsilon), i32(c), i32(l), i64(x.size))
-    _checkAct(act)
     if act is not None:
         activation(y, *act, out=y)
     return y
 
 
-def _checkAct(act):
-    if act is not None and act[0] not in ("relu", "clip"):
-        raise ValueError("batch norm: a fused activation is relu or clip, got %r" % (act[0],))
-
-
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None, y=None):
-    _checkAct(act)
+    fusedActivation("batchNormBackward", act, x.shape, y)
     if act is not None:
-        if y is None or tuple(y.shape) != tuple(x.shape):
-            raise ValueError("batchNormBackward: a fused activation needs the forward's output y of shape %s, got %s"
-                             % (tuple(x.shape), None if y is None else tuple(y.shape)))
         dy = activationBackward(y, y, dy, *act)
     n, c, l = planes(x.shape)
     dscale, dbias = empty((1, c, 1, 1), np.float32), empty((1, c, 1, 1), np.float32)

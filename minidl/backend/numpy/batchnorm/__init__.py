@@ -19,6 +19,7 @@ from minidl.backend.numpy.array import allFinite, host, new
 from minidl.backend.numpy.batchnorm import kernels
 from minidl.backend.numpy.elementwise import _activation, _activationBackward, _clipArgs
 from minidl.backend.numpy.routing import Plan, Route, planner
+from minidl.shapes import fusedActivation
 
 _AXES = (0, 2, 3)
 # planes shorter than this (in floats) are walked image by image, not channel by channel (kernels.py)
@@ -80,14 +81,13 @@ def _vec(a):
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
 
 
-def _clip(act):
-    """The kernels' (lo, hi, bounded) for a fused activation act (None, or ("relu" | "clip", alpha,
-    beta): the backend contract's batchNormTrain); None for none."""
+def _clip(op, act, inshape=None, y=None):
+    """The kernels' (lo, hi, bounded) for a fused activation act, checked (shapes.fusedActivation;
+    op, inshape and y as there); None for none."""
+    fusedActivation(op, act, inshape, y)
     if act is None:
         return None
     kind, alpha, beta = act
-    if kind not in ("relu", "clip"):
-        raise ValueError("batch norm: a fused activation is relu or clip, got %r" % (kind,))
     return _clipArgs(kind, alpha, beta) + (kind == "clip",)
 
 
@@ -138,7 +138,7 @@ def _trainKernels(route, x, scale, bias, epsilon, clip):
 
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
-    clip = _clip(act)
+    clip = _clip("batchNormTrain", act)
     if x.size == 0:
         # no statistics to normalise by, nor to move the running ones with (they would become NaN)
         raise ValueError("batchNormTrain: expected a batch with at least one value per channel, got shape %s"
@@ -158,7 +158,7 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
 
 
 def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
-    clip = _clip(act)
+    clip = _clip("batchNormEval", act)
     a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
     if _planFor(x)["eval"] != "numpy" and _finite(a, bias, mean):
         y = new(x.shape)
@@ -193,10 +193,7 @@ def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, cli
 
 
 def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None, y=None):
-    clip = _clip(act)
-    if clip is not None and (y is None or tuple(y.shape) != tuple(x.shape)):
-        raise ValueError("batchNormBackward: a fused activation needs the forward's output y of shape %s, got %s"
-                         % (tuple(x.shape), None if y is None else tuple(y.shape)))
+    clip = _clip("batchNormBackward", act, x.shape, y)
     result = None
     route = _planFor(x)["backward"]
     if route != "numpy" and _finite(scale, mean, var):
