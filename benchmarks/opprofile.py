@@ -5,12 +5,18 @@
     python benchmarks/opprofile.py --width 1 --size 224 --batch 1 --mode eval --fold   # BN folded
     python benchmarks/opprofile.py --first torch                    # with PyTorch imported first
     python benchmarks/opprofile.py --shapes batchNormTrain,activation   # one row per op and shape
+    python benchmarks/opprofile.py --side torch --shapes aten::mkldnn_convolution   # PyTorch's step
 
 Each backend op the modules call (minidl.backend.ops) is wrapped in a timer; after --warmup steps,
 --steps steps are timed and each op's time per step is printed, largest first, with its calls per
 step, beside the step's time with and without the timers (the wrappers cost ~1 us per call). What
 is not inside an op (module bookkeeping, the Python between ops) is the difference. The backend is
 the NumPy one; threads and settings are the process's defaults.
+
+--side torch profiles the same model mirrored in PyTorch (tests/torchmirror.py), the same step as
+separate.py's (eval: under no_grad; --fold: torch.fx's fuse), with torch.profiler: each aten op's
+self CPU time per step (time inside the ops it calls is theirs), so rows compare with minidl's
+layer by layer (--shapes takes aten names: one row per input shape).
 """
 
 import argparse
@@ -37,9 +43,15 @@ def main():
                    "(minidl.inference.foldBatchNorm)")
     p.add_argument("--first", choices=("torch", "sklearn"), help="import this library before minidl")
     p.add_argument("--shapes", default="", help="comma-separated ops to break down by input shape")
+    p.add_argument("--side", choices=("minidl", "torch"), default="minidl",
+                   help="profile minidl's step (default) or PyTorch's on the mirrored model")
     args = p.parse_args()
     if args.fold and args.mode != "eval":
         p.error("--fold folds batch norm for inference: it needs --mode eval")
+    if args.side == "torch":
+        if args.first:
+            p.error("--first is for minidl's side")
+        return torchProfile(args)
     if args.first == "torch":
         import torch  # noqa: F401
     elif args.first == "sklearn":
@@ -68,14 +80,7 @@ def main():
         def step():
             net(x)
 
-    def timeSteps():
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        return (time.perf_counter() - start) / args.steps * 1e3
-
-    for _ in range(args.warmup):
-        step()
+    timeSteps = _stepTimer(step, args)
     plain = timeSteps()
 
     backend = B.current()
@@ -100,15 +105,81 @@ def main():
     calls.clear()
     timedMs = timeSteps()
 
-    inOps = sum(spent.values()) / args.steps * 1e3
-    print("MobileNet%s-%g, %dx%d, batch %d, %s step%s: %.1f ms (%.1f with the timers), %.1f ms in backend ops, "
-          "%.1f outside" % (args.model.upper(), args.width, args.size, args.size, args.batch, args.mode,
+    _title(args, "", plain, timedMs, sum(spent.values()) / args.steps * 1e3)
+    _table({key: seconds * 1e3 for key, seconds in spent.items()}, calls, args.steps)
+
+
+def _stepTimer(step, args):
+    """Runs step --warmup times, then returns a function timing --steps steps (ms per step)."""
+    for _ in range(args.warmup):
+        step()
+
+    def timeSteps():
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        return (time.perf_counter() - start) / args.steps * 1e3
+    return timeSteps
+
+
+def _title(args, side, plain, timedMs, inOps):
+    print("%sMobileNet%s-%g, %dx%d, batch %d, %s step%s: %.1f ms (%.1f with the timers), %.1f ms in %s ops, "
+          "%.1f outside" % (side, args.model.upper(), args.width, args.size, args.size, args.batch, args.mode,
                              ", %s imported first" % args.first if args.first else "", plain, timedMs, inOps,
-                             timedMs - inOps))
-    print("%-32s %-22s %9s %7s" % ("op", "input shape", "ms/step", "calls"))
-    for (name, shape), seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
-        print("%-32s %-22s %9.2f %7d" % (name, "" if shape is None else shape, seconds / args.steps * 1e3,
-                                         calls[(name, shape)] // args.steps))
+                             "aten" if side else "backend", timedMs - inOps))
+
+
+def torchProfile(args):
+    """--side torch: PyTorch's step on the mirrored model, per aten op (self CPU time)."""
+    import numpy as np
+    import torch
+    from torch.profiler import profile
+    from separate import _torchModel, torchTrainStep
+
+    np.random.seed(0)
+    torch.manual_seed(0)
+    classes = 10 if args.size == 32 else 1000
+    tnet = _torchModel(args.model, args.width, classes, args.size)
+    x = torch.rand(args.batch, 3, args.size, args.size)
+    if args.mode == "train":
+        step = torchTrainStep(tnet, x, torch.randint(0, classes, (args.batch,)))
+    else:
+        tnet.eval()
+        if args.fold:
+            from torch.fx.experimental.optimization import fuse
+            tnet = fuse(tnet)
+
+        def step():
+            with torch.no_grad():
+                tnet(x)
+
+    timeSteps = _stepTimer(step, args)
+    plain = timeSteps()
+    byShape = set(filter(None, args.shapes.split(",")))
+    with profile(record_shapes=bool(byShape)) as prof:
+        timedMs = timeSteps()
+    spent, calls = collections.defaultdict(float), collections.Counter()
+    for e in prof.key_averages(group_by_input_shape=bool(byShape)):
+        key = (e.key, _shapes(e.input_shapes) if e.key in byShape else None)
+        spent[key] += e.self_cpu_time_total / 1e3
+        calls[key] += e.count
+    _title(args, "PyTorch ", plain, timedMs, sum(spent.values()) / args.steps)
+    _table(spent, calls, args.steps)
+
+
+def _shapes(inputs):
+    """An aten op's data and weight shapes ("[1, 32, 112, 112] * [32, 1, 3, 3]"), so a depthwise and a
+    pointwise conv on the same input get rows of their own."""
+    shown = [str(shape) for shape in inputs[:2] if shape]
+    return " * ".join(shown) if shown else None
+
+
+def _table(spent, calls, steps):
+    """Rows (op, input shape, ms per step, calls per step) from ms and calls over steps, largest first."""
+    print("%-32s %-36s %9s %7s" % ("op", "input shape", "ms/step", "calls"))
+    for (name, shape), ms in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if ms / steps >= 0.005:
+            print("%-32s %-36s %9.2f %7d" % (name, "" if shape is None else shape, ms / steps, calls[(name, shape)] // steps))
 
 
 if __name__ == "__main__":

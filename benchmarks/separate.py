@@ -128,6 +128,20 @@ def _torchModel(kind, width, classes, size):
     return tnet
 
 
+def torchTrainStep(tnet, x, labels):
+    """minidlTrainStep's PyTorch twin: forward, cross-entropy, backward, momentum SGD."""
+    import torch
+    import torch.nn.functional as F
+    opt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
+    tnet.train()
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        F.cross_entropy(tnet(x), labels).backward()
+        opt.step()
+    return step
+
+
 def _torchCase(case, args):
     import numpy as np
     import torch
@@ -159,14 +173,7 @@ def _torchCase(case, args):
     for mode, batch in modes.items():
         x = torch.rand(batch, 3, size, size)
         if mode == "train_step":
-            labels = torch.randint(0, classes, (batch,))
-            opt = torch.optim.SGD(tnet.parameters(), lr=0.01, momentum=0.9)
-            tnet.train()
-
-            def step():
-                opt.zero_grad(set_to_none=False)
-                F.cross_entropy(tnet(x), labels).backward()
-                opt.step()
+            step = torchTrainStep(tnet, x, torch.randint(0, classes, (batch,)))
             out[mode] = _timed(step, args.warmup, args.repeat, args.min_run_ms)
         else:
             tnet.eval()
