@@ -59,7 +59,7 @@ BENCHMARK_CASES = [
      "flat/tall-gather/tall/tall-fused"),
     ("depthwise_flat_batch_16_s2", "depthwise", (16, 8, 16, 16), (8, 1, 3, 3), 2, 1, 1, 8, "flat/flat/flat/flat"),
     ("depthwise_batch_1_s2", "depthwise", (1, 64, 112, 112), (64, 1, 3, 3), 2, 1, 1, 64,
-     "tall/tall-gather/tall/tall-fused"),
+     "tall-phases/tall-gather/tall/tall-fused"),
     ("depthwise_tall_24x24", "depthwise", (16, 8, 24, 24), (8, 1, 3, 3), 1, 1, 1, 8,
      "tall/tall-gather/tall/tall-fused"),
     ("depthwise_scatter", "depthwise", (2, 2, 5, 6), (2, 1, 3, 3), 1, (3, 2), 1, 2,

@@ -59,7 +59,11 @@ def depthwiseConv2d(x, W, b, stride, pad, dilation):
             return host(y)
         # non-finite: the flat runs read pixels outside the windows too; the tall blocks read only
         # each window and zero padding (outputs over seams are never copied out)
-    tall.forward(contiguous(x), contiguous(W), vectorOrEmpty(b), y, *plan.hyper, jit.parallelChunks())
+    if plan["forward"] == "tall-phases":
+        sh, sw, ph, pw, dh, dw = plan.hyper
+        tall.forwardStride2(contiguous(x), contiguous(W), vectorOrEmpty(b), y, ph, pw, dh, dw, jit.parallelChunks())
+    else:
+        tall.forward(contiguous(x), contiguous(W), vectorOrEmpty(b), y, *plan.hyper, jit.parallelChunks())
     return host(y)
 
 

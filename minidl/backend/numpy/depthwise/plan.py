@@ -4,7 +4,8 @@ Three implementations, fastest first where they apply:
 - "flat" (flat.py): multiplier 1 and "same" padding ((kh-1)*dh == 2*ph, (kw-1)*dw == 2*pw), at
   stride 1 on maps of at most FLAT_MAX_PLANE pixels, at stride 2 on maps of even height, for
   batches of at least FLAT_MIN_BATCH images (FLAT_MIN_BATCH_BACKWARD for the gradients);
-- "tall" (tall.py): every other geometry, while numba is on;
+- "tall" (tall.py): every other geometry, while numba is on; its forward at stride 2 is
+  "tall-phases" (the block split by row parity, so only the rows kept are computed);
 - "numpy" (reference.py): without numba, and the exact path for values the kernels cannot take.
 """
 
@@ -26,6 +27,13 @@ FLAT_MAX_PLANE = 256
 # even at 16 (each ahead on half the shapes), the flat one 1.05-1.9x faster at 32 and 64
 FLAT_MIN_BATCH = 8
 FLAT_MIN_BATCH_BACKWARD = 16
+# the tall forward at stride 2 ("tall-phases", tall.forwardStride2) computes half the rows of the
+# stride-1 correlation the plain tall forward reads out. Measured at one image on 2 cores
+# (MobileNetV1's stride-2 layers, alone): 64 maps of 112x112 488 -> 339-379 us, 128 of 56x56 269 ->
+# 198, 256 of 28x28 169 -> 151, 512 of 14x14 132 -> 130; whole MobileNetV1 / V2 224 eval at batch 1,
+# alternating in one process: 26.1 -> 25.0 ms and 33.3 -> 32.1 ms. Splitting the columns by parity
+# as well computed a quarter of the outputs but lost it to the element-by-element copies into the
+# four planes (355-368 / 219 / 153 / 144 us).
 
 
 
@@ -77,8 +85,13 @@ def depthwise(inshape, wshape, stride, pad, dilation):
         return "%s, but a batch of %d < %d: the flat form's weight layout would not pay" % (reason, n, minimum)
     if flatForward or flatBackward:
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
-    forward = (Route("flat", reason, "tall when the result is not finite") if flatForward
-               else Route("tall", tallWhy(FLAT_MIN_BATCH, reason)))
+    if flatForward:
+        forward = Route("flat", reason, "tall when the result is not finite")
+    elif stride == (2, 2):
+        forward = Route("tall-phases", tallWhy(FLAT_MIN_BATCH, "stride 2") + "; four phase planes, only the "
+                        "outputs kept computed")
+    else:
+        forward = Route("tall", tallWhy(FLAT_MIN_BATCH, reason))
     if flatBackward:
         backward = [
             ("backwardData", Route("flat", reason, "tall-gather when the result is not finite, then numpy when W "

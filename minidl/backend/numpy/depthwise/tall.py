@@ -13,7 +13,8 @@ instead of a per-image overhead. Two numba details matter: an index like q + off
 as far as numba knows, and its wraparound check on every element stops vectorisation (so each
 tap's run is sliced first and indexed with the bare loop variable); and a step-sliced view is
 typed "any layout", so its loops and copies go element by element (strided passes reuse the
-stride-1 loops instead, and only their copies in and out take steps).
+stride-1 loops instead, and only their copies in and out take steps; the forward at stride 2
+splits the block by row parity first, forwardStride2, so it computes only the rows it keeps).
 
 Non-finite values: the weight gradients run over seams and padding columns too, and the gather
 reads zeros times every tap, so a non-finite value can give NaN where the formula does not; the
@@ -136,6 +137,88 @@ def forward(x, w, b, y, sh, sw, ph, pw, dh, dw, chunks):
                             out[oy, :] = acc[base:base + wo]
                         else:
                             out[oy, :] = acc[base:base + sw * (wo - 1) + 1:sw]
+
+
+@jit.inline
+def _placePhases(store, rows, k, hq, wp, ph, pw, src):
+    """Padded row r = y + ph of src to row k*hq + (r >> 1) of phase plane r & 1 of the flat store (two
+    planes of `rows` rows of wp), at column pw: whole rows, so the copies go as vectors."""
+    h, wd = src.shape
+    for yy in range(h):
+        r = yy + ph
+        start = (r & 1) * rows * wp + (k * hq + (r >> 1)) * wp + pw
+        store[start:start + wd] = src[yy]
+
+
+@jit.inline
+def _phaseRun(i, j, dh, dw, rows, wp):
+    """Where tap (i, j)'s run starts in the phase store: plane (i*dh) & 1, row (i*dh) >> 1, column j*dw."""
+    return ((i * dh) & 1) * rows * wp + ((i * dh) >> 1) * wp + j * dw
+
+
+@jit.parallel
+def forwardStride2(x, w, b, y, ph, pw, dh, dw, chunks):
+    """forward at stride (2, 2), computing only the rows kept. The padded block is split into two
+    phase planes by row parity (hq rows of wp pixels per image): tap (i, j) of output row oy reads
+    plane (i*dh) & 1 at row oy + (i*dh >> 1), so each tap is again one contiguous run over the block,
+    half as long as forward's (which computes every row of the stride-1 correlation and keeps every
+    other one). The columns are still computed at stride 1 and read out at stride 2: splitting them
+    by parity too took more in the copies than it saved (measured: plan.py). The arithmetic of each
+    output is forward's, term for term."""
+    n, c, h, wd = x.shape
+    cm, _, kh, kw = w.shape
+    m = cm // c
+    ho, wo = y.shape[2], y.shape[3]
+    hq, wp = (h + 2 * ph + 1) >> 1, wd + 2 * pw
+    bi = _blockImages(n, 2 * hq * wp)
+    nb = (n + bi - 1) // bi
+    rows = bi * hq + 1                          # one spare row: a run at the largest offset passes the block
+    chunks = min(c * nb, chunks)
+    for t in prange(chunks):
+        store = np.zeros(2 * rows * wp, dtype=np.float32)       # padding stays zero
+        acc = np.empty(bi * hq * wp, dtype=np.float32)
+        lo, hi = chunk(t, chunks, c * nb)
+        for item in range(lo, hi):
+            ci, n0, nbi = _blockOf(item, nb, bi, n)
+            for k in range(nbi):
+                _placePhases(store, rows, k, hq, wp, ph, pw, x[n0 + k, ci])
+            span = ((nbi - 1) * hq + ho) * wp
+            for mm in range(m):
+                co = ci * m + mm
+                init = b[co] if b.shape[0] > 0 else np.float32(0.0)
+                _phaseTaps(acc, store, w, co, span, rows, wp, dh, dw, init)
+                for k in range(nbi):
+                    out = y[n0 + k, co]
+                    for oy in range(ho):
+                        base = (k * hq + oy) * wp
+                        out[oy, :] = acc[base:base + 2 * (wo - 1) + 1:2]
+
+
+@jit.inlineMath
+def _phaseTaps(acc, store, w, co, span, rows, wp, dh, dw, init):
+    """acc[q] = init + sum over taps (i, j) of w[co, 0, i, j] * the tap's phase run at q, q < span; a
+    kernel row of three taps in one pass, as _taps."""
+    kh, kw = w.shape[2], w.shape[3]
+    for i in range(kh):
+        if kw == 3:
+            w0, w1, w2 = w[co, 0, i, 0], w[co, 0, i, 1], w[co, 0, i, 2]
+            o0 = _phaseRun(i, 0, dh, dw, rows, wp)
+            t0, t1, t2 = store[o0:o0 + span], store[o0 + dw:o0 + dw + span], store[o0 + 2 * dw:o0 + 2 * dw + span]
+            if i == 0:
+                for q in range(span):
+                    acc[q] = init + w0 * t0[q] + w1 * t1[q] + w2 * t2[q]
+            else:
+                for q in range(span):
+                    acc[q] += w0 * t0[q] + w1 * t1[q] + w2 * t2[q]
+        else:
+            if i == 0:
+                acc[:span] = init
+            for j in range(kw):
+                wv = w[co, 0, i, j]
+                o = _phaseRun(i, j, dh, dw, rows, wp)
+                tap = store[o:o + span]
+                for q in range(span):
+                    acc[q] += wv * tap[q]
 
 
 @jit.parallel
