@@ -5,9 +5,10 @@
 
 For each MobileNet depthwise shape (3x3, "same" padding) that the flat kernels take, and each
 batch size, times the forward (depthwiseConv2d) and the fused backward (depthwiseConv2dBackward)
-on the flat kernels and on the tall ones (the plan's thresholds moved for the measurement),
-median of the runs, in this one process with its default threads. depthwise/plan.py's
-FLAT_MIN_BATCH and FLAT_MIN_BATCH_BACKWARD come from this table.
+on the flat kernels and on the tall ones (the plan's thresholds moved for the measurement; the tall
+forward at stride 2 is its phase-plane form), median of the runs, in this one process with its
+default threads. depthwise/plan.py's FLAT_MIN_BATCH, FLAT_MIN_BATCH_BACKWARD and PHASES_MIN_PLANE
+come from this table.
 """
 
 import argparse
@@ -42,7 +43,7 @@ def main():
     from minidl.backend.numpy.depthwise import plan
     print("%-18s %5s %13s %13s %13s %13s" % ("shape (C,HxW,s)", "batch", "flat fwd ms", "tall fwd ms",
                                               "flat bwd ms", "tall bwd ms"))
-    saved = plan.FLAT_MIN_BATCH, plan.FLAT_MIN_BATCH_BACKWARD, plan._flat
+    saved = plan.FLAT_MIN_BATCH, plan.FLAT_MIN_BATCH_BACKWARD, plan._flat, plan.PHASES_MIN_PLANE
     rng = np.random.default_rng(0)
     try:
         for c, side, s in SHAPES:
@@ -55,11 +56,13 @@ def main():
                 row = []
                 for flat in (True, False):
                     plan.FLAT_MIN_BATCH = plan.FLAT_MIN_BATCH_BACKWARD = 1
+                    plan.PHASES_MIN_PLANE = 1 << 30     # the flat forward on every map size
                     plan._flat = saved[2] if flat else (lambda *a: (False, "measuring the tall kernels"))
                     routing.clearPlans()
                     taken = routing.plan("depthwise", x.shape, w.shape, (s, s), (1, 1), (1, 1))
-                    if taken["forward"] != ("flat" if flat else "tall"):
-                        raise SystemExit("%s: expected the %s kernels" % (taken, "flat" if flat else "tall"))
+                    want = "flat" if flat else ("tall-phases" if s == 2 else "tall")    # tall's stride-2 forward
+                    if taken["forward"] != want:
+                        raise SystemExit("%s: expected the %s kernels" % (taken, want))
                     reps = max(5, args.reps // n)
                     row.append(median(lambda: depthwise.depthwiseConv2d(x, w, None, (s, s), (1, 1), (1, 1)), reps))
                     row.append(median(lambda: depthwise.depthwiseConv2dBackward(x, dy, w, wgrad, None, (s, s), (1, 1),
@@ -67,7 +70,7 @@ def main():
                 print("%-18s %5d %13.3f %13.3f %13.3f %13.3f" % ("%d,%dx%d,%d" % (c, side, side, s), n, row[0], row[2],
                                                                    row[1], row[3]), flush=True)
     finally:
-        plan.FLAT_MIN_BATCH, plan.FLAT_MIN_BATCH_BACKWARD, plan._flat = saved
+        plan.FLAT_MIN_BATCH, plan.FLAT_MIN_BATCH_BACKWARD, plan._flat, plan.PHASES_MIN_PLANE = saved
         routing.clearPlans()
 
 

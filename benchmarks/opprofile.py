@@ -14,9 +14,11 @@ is not inside an op (module bookkeeping, the Python between ops) is the differen
 the NumPy one; threads and settings are the process's defaults.
 
 --side torch profiles the same model mirrored in PyTorch (tests/torchmirror.py), the same step as
-separate.py's (eval: under no_grad; --fold: torch.fx's fuse), with torch.profiler: each aten op's
-self CPU time per step (time inside the ops it calls is theirs), so rows compare with minidl's
-layer by layer (--shapes takes aten names: one row per input shape).
+separate.py's (eval: under no_grad; --fold: torch.fx's fuse) in a process like its PyTorch worker's
+(minidl's numba kernels off: minidl only builds the model), with torch.profiler: each profiled
+op's self CPU time per step (time inside the ops it calls is theirs), so rows compare with minidl's
+layer by layer (--shapes takes aten names: one row per shape of the op's first two inputs, data and
+weight for a convolution's forward). Rows under 5 us per step are left out, on both sides.
 """
 
 import argparse
@@ -126,11 +128,14 @@ def _title(args, side, plain, timedMs, inOps):
     print("%sMobileNet%s-%g, %dx%d, batch %d, %s step%s: %.1f ms (%.1f with the timers), %.1f ms in %s ops, "
           "%.1f outside" % (side, args.model.upper(), args.width, args.size, args.size, args.batch, args.mode,
                              ", %s imported first" % args.first if args.first else "", plain, timedMs, inOps,
-                             "aten" if side else "backend", timedMs - inOps))
+                             "profiled" if side else "backend", timedMs - inOps))
 
 
 def torchProfile(args):
-    """--side torch: PyTorch's step on the mirrored model, per aten op (self CPU time)."""
+    """--side torch: PyTorch's step on the mirrored model, per profiled op (self CPU time)."""
+    # as separate.py's PyTorch worker: minidl only builds the model, its numba runtime stays unloaded
+    os.environ["MINIDL_NUMBA"] = "0"
+    os.environ["MINIDL_QUIET"] = "1"
     import numpy as np
     import torch
     from torch.profiler import profile
@@ -168,14 +173,16 @@ def torchProfile(args):
 
 
 def _shapes(inputs):
-    """An aten op's data and weight shapes ("[1, 32, 112, 112] * [32, 1, 3, 3]"), so a depthwise and a
-    pointwise conv on the same input get rows of their own."""
+    """The shapes of an aten op's first two inputs ("[1, 32, 112, 112] * [32, 1, 3, 3]": data and weight
+    for a convolution's forward), so a depthwise and a pointwise conv on the same input get rows of
+    their own."""
     shown = [str(shape) for shape in inputs[:2] if shape]
     return " * ".join(shown) if shown else None
 
 
 def _table(spent, calls, steps):
-    """Rows (op, input shape, ms per step, calls per step) from ms and calls over steps, largest first."""
+    """Rows (op, input shape, ms per step, calls per step) from ms and calls over steps, largest first;
+    rows under 5 us per step are left out (PyTorch's profile lists every small tensor op)."""
     print("%-32s %-36s %9s %7s" % ("op", "input shape", "ms/step", "calls"))
     for (name, shape), ms in sorted(spent.items(), key=lambda kv: -kv[1]):
         if ms / steps >= 0.005:

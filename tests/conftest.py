@@ -74,11 +74,13 @@ def planThreshold(monkeypatch):
 
 @pytest.fixture
 def flatAtAnyBatch(planThreshold):
-    """The depthwise plan's flat kernels for any batch (their batch thresholds moved to 1), so tests
-    on small batches still cover them as training batches use them."""
+    """The depthwise plan's flat kernels for any batch (their batch thresholds moved to 1) and map
+    size (the stride-2 forward's move to the phase planes off), so tests on small batches still
+    cover them as training batches use them."""
     from minidl.backend.numpy.depthwise import plan
     planThreshold(plan, "FLAT_MIN_BATCH", 1)
     planThreshold(plan, "FLAT_MIN_BATCH_BACKWARD", 1)
+    planThreshold(plan, "PHASES_MIN_PLANE", 1 << 30)    # and for stride-2 forwards on large maps
 
 
 @pytest.fixture(autouse=True)

@@ -223,6 +223,7 @@ DEPTHWISE_CASES = [
     ("flat_5x3_dil", (2, 3, 9, 8), (3, 1, 3, 5), (1, 1), (3, 4), (3, 2), "flat"),
     ("tall_same", (2, 3, 18, 17), (3, 1, 3, 3), (1, 1), (1, 1), (1, 1), "tall"),     # fused backward
     ("tall_x2_s2_dil", (2, 3, 9, 8), (6, 1, 3, 3), (2, 2), (2, 1), (2, 2), "tall-phases"),
+    ("tall_s2_blocks", (5, 2, 41, 38), (2, 1, 3, 3), (2, 2), (1, 1), (1, 1), "tall-phases"),   # 3 blocks, last partial
     ("tall_pad_past_reach", (2, 2, 5, 6), (2, 1, 3, 3), (1, 1), (3, 2), (1, 1), "tall"),  # scatter backward
 ]
 

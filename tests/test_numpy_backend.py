@@ -231,6 +231,7 @@ CONV_CASES = [
     ("dw_2x4_x2", (2, 3, 9, 10), (6, 1, 2, 4), (1, 1), (1, 2), (1, 1)),   # rows not of three taps
     ("dw_same_x2_s2", (9, 3, 30, 27), (6, 1, 3, 3), (2, 2), (1, 1), (1, 1)),  # "same" padding: fused backward
     ("dw_5x4_x2_s2", (2, 3, 11, 10), (6, 1, 5, 4), (2, 2), (1, 2), (1, 1)),  # rows not of three taps, at stride 2
+    ("dw_s2_pad_past_reach", (3, 2, 7, 9), (2, 1, 3, 3), (2, 2), (3, 4), (1, 1)),   # padding wider than the kernel
     # planes large enough that a channel splits into several blocks of images, the last one partial
     ("dw_blocks", (5, 2, 40, 37), (4, 1, 3, 3), (1, 1), (1, 1), (1, 1)),
     ("dw_blocks_s2_d2", (7, 2, 41, 38), (2, 1, 3, 3), (2, 2), (2, 1), (2, 1)),
@@ -272,6 +273,17 @@ def numbaAndNumpy(monkeypatch):
 
 def _copy(r):
     return [np.array(v) for v in r] if isinstance(r, tuple) else np.array(r)
+
+
+@pytest.mark.parametrize("xs,ws,stride", [((1, 1, 4, 1), (1, 1, 2, 3), (2, 2)), ((0, 3, 8, 8), (3, 1, 3, 3), (2, 2)),
+                                           ((0, 3, 8, 8), (6, 1, 3, 3), (1, 1))], ids=["no_column", "no_image", "no_image_s1"])
+def test_depthwise_forward_with_nothing_to_compute(numbaAndNumpy, xs, ws, stride):
+    """A map too small for one output column (the modules refuse it, the op gives the empty result) or
+    an empty batch: an empty output of the right shape on every path, no kernel called."""
+    x, W = np.ones(xs, np.float32), np.ones(ws, np.float32)
+    fast, slow = numbaAndNumpy(lambda: _copy(nb.depthwiseConv2d(x, W, None, stride, (0, 0), (1, 1))))
+    want = (xs[0], ws[0], (xs[2] - ws[2]) // stride[0] + 1, max(0, (xs[3] - ws[3]) // stride[1] + 1))
+    assert fast.shape == slow.shape == want
 
 
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])

@@ -60,6 +60,10 @@ BENCHMARK_CASES = [
     ("depthwise_flat_batch_16_s2", "depthwise", (16, 8, 16, 16), (8, 1, 3, 3), 2, 1, 1, 8, "flat/flat/flat/flat"),
     ("depthwise_batch_1_s2", "depthwise", (1, 64, 112, 112), (64, 1, 3, 3), 2, 1, 1, 64,
      "tall-phases/tall-gather/tall/tall-fused"),
+    # stride 2 on maps of 56x56 and more: the phase planes' forward at any batch (PHASES_MIN_PLANE)
+    ("depthwise_s2_56x56", "depthwise", (64, 128, 56, 56), (128, 1, 3, 3), 2, 1, 1, 128,
+     "tall-phases/flat/flat/flat"),
+    ("depthwise_s2_54x58", "depthwise", (64, 128, 54, 58), (128, 1, 3, 3), 2, 1, 1, 128, "flat/flat/flat/flat"),
     ("depthwise_tall_24x24", "depthwise", (16, 8, 24, 24), (8, 1, 3, 3), 1, 1, 1, 8,
      "tall/tall-gather/tall/tall-fused"),
     ("depthwise_scatter", "depthwise", (2, 2, 5, 6), (2, 1, 3, 3), 1, (3, 2), 1, 2,

@@ -53,6 +53,8 @@ def depthwiseConv2d(x, W, b, stride, pad, dilation):
     if plan["forward"] == "numpy":
         return host(reference.forward(x, W, b, stride, pad, dilation, plan.outsize))
     y = new((x.shape[0], W.shape[0]) + plan.outsize)
+    if y.size == 0:     # an empty batch, or a map too small for one output (the modules refuse the latter)
+        return host(y)
     if plan["forward"] == "flat":
         total = flat.taps(contiguous(x), contiguous(W), vectorOrEmpty(b), y, False, *_flatArgs(plan))
         if np.isfinite(total):

@@ -5,7 +5,8 @@ Three implementations, fastest first where they apply:
   stride 1 on maps of at most FLAT_MAX_PLANE pixels, at stride 2 on maps of even height, for
   batches of at least FLAT_MIN_BATCH images (FLAT_MIN_BATCH_BACKWARD for the gradients);
 - "tall" (tall.py): every other geometry, while numba is on; its forward at stride 2 is
-  "tall-phases" (the block split by row parity, so only the rows kept are computed);
+  "tall-phases" (the block split by row parity, so only the rows kept are computed), which also
+  takes the flat geometry's stride-2 forward on maps of at least PHASES_MIN_PLANE pixels;
 - "numpy" (reference.py): without numba, and the exact path for values the kernels cannot take.
 """
 
@@ -34,6 +35,16 @@ FLAT_MIN_BATCH_BACKWARD = 16
 # alternating in one process: 26.1 -> 25.0 ms and 33.3 -> 32.1 ms. Splitting the columns by parity
 # as well computed a quarter of the outputs but lost it to the element-by-element copies into the
 # four planes (355-368 / 219 / 153 / 144 us).
+# It also beats the flat forward at stride 2 on maps of PHASES_MIN_PLANE pixels or more at every
+# batch (benchmarks/depthwise_batch.py, flat against tall-phases forward, ms, two runs, the second in
+# benchmarks/results/depthwise_batch_phases.txt: batch 32,
+# 112x112 with 64 maps 15.4 / 14.7 vs 11.5 / 12.0, 96 maps 22.5 vs 18.2; batch 64, 112x112 29.9 /
+# 28.8 vs 24.1 / 24.1, 56x56 with 128 maps 12.0 / 12.7 vs 11.3 / 11.6; 56x56 at batch 32 5.9 / 5.4
+# vs 4.4 / 5.4). On 28x28 and 32x32 maps the two came out even, each ahead in one run (28x28 at
+# batch 64: 7.1 vs 6.8, then 6.7 vs 7.4), and the flat forward is ahead on smaller ones (16x16 with
+# 64 maps at batch 64: 0.52 vs 0.82), so those stay flat. The flat backward stays ahead or even
+# everywhere from batch 16 on, so it keeps FLAT_MIN_BATCH_BACKWARD.
+PHASES_MIN_PLANE = 56 * 56
 
 
 
@@ -76,7 +87,9 @@ def depthwise(inshape, wshape, stride, pad, dilation):
     tallData = (Route("tall-gather", "padding within the kernel's reach", "numpy when W is not finite") if gather
                 else Route("tall-scatter", "padding wider than the kernel's reach", "numpy when W is not finite"))
     n = inshape[0]
-    flatForward, flatBackward = flat and n >= FLAT_MIN_BATCH, flat and n >= FLAT_MIN_BATCH_BACKWARD
+    phases = stride == (2, 2) and inshape[2] * inshape[3] >= PHASES_MIN_PLANE
+    flatForward = flat and n >= FLAT_MIN_BATCH and not phases
+    flatBackward = flat and n >= FLAT_MIN_BATCH_BACKWARD
 
     def tallWhy(minimum, otherwise):
         """Why a tall route, where the flat geometry holds but the batch is too small for it."""
@@ -87,9 +100,13 @@ def depthwise(inshape, wshape, stride, pad, dilation):
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
     if flatForward:
         forward = Route("flat", reason, "tall when the result is not finite")
+    elif phases and flat and n >= FLAT_MIN_BATCH:
+        forward = Route("tall-phases", "stride 2 on a map of %d >= %d pixels: two row-parity planes, only the "
+                        "rows kept computed (faster than the flat form there)" % (inshape[2] * inshape[3],
+                                                                                 PHASES_MIN_PLANE))
     elif stride == (2, 2):
-        forward = Route("tall-phases", tallWhy(FLAT_MIN_BATCH, "stride 2") + "; four phase planes, only the "
-                        "outputs kept computed")
+        forward = Route("tall-phases", tallWhy(FLAT_MIN_BATCH, reason) + "; two row-parity planes, only the rows "
+                        "kept computed")
     else:
         forward = Route("tall", tallWhy(FLAT_MIN_BATCH, reason))
     if flatBackward:
