@@ -278,12 +278,34 @@ def _copy(r):
 @pytest.mark.parametrize("xs,ws,stride", [((1, 1, 4, 1), (1, 1, 2, 3), (2, 2)), ((0, 3, 8, 8), (3, 1, 3, 3), (2, 2)),
                                            ((0, 3, 8, 8), (6, 1, 3, 3), (1, 1))], ids=["no_column", "no_image", "no_image_s1"])
 def test_depthwise_forward_with_nothing_to_compute(numbaAndNumpy, xs, ws, stride):
-    """A map too small for one output column (the modules refuse it, the op gives the empty result) or
-    an empty batch: an empty output of the right shape on every path, no kernel called."""
+    """An output with no element (a map just too small for one output column, which the modules
+    refuse, or an empty batch): the empty result of the right shape on every path."""
     x, W = np.ones(xs, np.float32), np.ones(ws, np.float32)
     fast, slow = numbaAndNumpy(lambda: _copy(nb.depthwiseConv2d(x, W, None, stride, (0, 0), (1, 1))))
-    want = (xs[0], ws[0], (xs[2] - ws[2]) // stride[0] + 1, max(0, (xs[3] - ws[3]) // stride[1] + 1))
-    assert fast.shape == slow.shape == want
+    want = (xs[0], ws[0], (xs[2] - ws[2]) // stride[0] + 1, (xs[3] - ws[3]) // stride[1] + 1)
+    assert fast.shape == slow.shape == want and fast.size == 0
+
+
+def test_depthwise_phase_forward_with_flat_backward(numbaAndNumpy, flatAtAnyBatch, planThreshold):
+    """The split large stride-2 maps get at training batches (plan.PHASES_MIN_PLANE): the phase-plane
+    forward and the flat backward, whose tap ranges the plan still carries, against the NumPy path."""
+    from minidl.backend.numpy.depthwise import plan as dwplan
+    planThreshold(dwplan, "PHASES_MIN_PLANE", 1)
+    xs, ws, stride, pad, dil = (3, 5, 10, 9), (5, 1, 3, 3), (2, 2), (1, 1), (1, 1)
+    plan = routing.plan("depthwise", xs, ws, stride, pad, dil)
+    assert plan.summary() == "tall-phases/flat/flat/flat" and "pixels" in plan.routes["forward"].why, plan
+    rng = np.random.default_rng(3)
+    x, W = rng.standard_normal(xs, dtype=np.float32), rng.standard_normal(ws, dtype=np.float32)
+    b = rng.standard_normal((1, ws[0], 1, 1), dtype=np.float32)
+    yf, ys = numbaAndNumpy(lambda: _copy(nb.depthwiseConv2d(x, W, b, stride, pad, dil)))
+    assertClose(yf, ys, 1e-5, 1e-5, "forward")
+    dy = rng.standard_normal(yf.shape, dtype=np.float32)
+
+    def both():
+        wg, bg = np.zeros_like(W), np.zeros_like(b)
+        return np.array(nb.depthwiseConv2dBackward(x, dy, W, wg, bg, stride, pad, dil)), wg, bg
+    for got, want, what in zip(*numbaAndNumpy(both), ("dx", "dW", "db")):
+        assertClose(got, want, 1e-5, 1e-4, what)
 
 
 @pytest.mark.parametrize("name,xs,ws,stride,pad,dil", CONV_CASES, ids=[c[0] for c in CONV_CASES])

@@ -17,8 +17,9 @@ from minidl.shapes import windowOutSize2d
 
 # largest map (H*W) the flat form takes at stride 1: measured faster through 16x16, slower from
 # 24x24 on (its backward: the weight gradient's per-pixel products are written per image where the
-# tall blocks' dot products stay in registers); at stride 2 it was faster on every size measured,
-# up to 112x112
+# tall blocks' dot products stay in registers); at stride 2 it was faster than the plain tall
+# kernels on every size measured, up to 112x112 (its forward has since lost maps of 56x56 and more
+# to the tall phase planes: PHASES_MIN_PLANE below)
 FLAT_MAX_PLANE = 256
 # fewest images for the flat form: it lays each block of channels' weights out along the block's
 # pixels once per call and reuses them over the images, which only pays with enough images. Measured
@@ -35,15 +36,17 @@ FLAT_MIN_BATCH_BACKWARD = 16
 # alternating in one process: 26.1 -> 25.0 ms and 33.3 -> 32.1 ms. Splitting the columns by parity
 # as well computed a quarter of the outputs but lost it to the element-by-element copies into the
 # four planes (355-368 / 219 / 153 / 144 us).
-# It also beats the flat forward at stride 2 on maps of PHASES_MIN_PLANE pixels or more at every
-# batch (benchmarks/depthwise_batch.py, flat against tall-phases forward, ms, two runs, the second in
-# benchmarks/results/depthwise_batch_phases.txt: batch 32,
-# 112x112 with 64 maps 15.4 / 14.7 vs 11.5 / 12.0, 96 maps 22.5 vs 18.2; batch 64, 112x112 29.9 /
-# 28.8 vs 24.1 / 24.1, 56x56 with 128 maps 12.0 / 12.7 vs 11.3 / 11.6; 56x56 at batch 32 5.9 / 5.4
-# vs 4.4 / 5.4). On 28x28 and 32x32 maps the two came out even, each ahead in one run (28x28 at
-# batch 64: 7.1 vs 6.8, then 6.7 vs 7.4), and the flat forward is ahead on smaller ones (16x16 with
-# 64 maps at batch 64: 0.52 vs 0.82), so those stay flat. The flat backward stays ahead or even
-# everywhere from batch 16 on, so it keeps FLAT_MIN_BATCH_BACKWARD.
+# On large maps it also beats the flat forward at stride 2, at every batch measured but one
+# (benchmarks/depthwise_batch.py, forward ms, flat against the phase planes; second run's raw file
+# benchmarks/results/depthwise_batch_phases.txt, first run's ad hoc):
+#   112x112, 64 maps: batch 32 15.4 / 14.7 vs 11.5 / 12.0, batch 64 29.9 / 28.8 vs 24.1 / 24.1
+#     (96 maps, ad hoc: 22.5 vs 18.2 at 32);
+#   56x56, 128 maps: batch 32 5.9 / 5.4 vs 4.4 / 5.4 (a tie in the second run), batch 64 12.0 / 12.7
+#     vs 11.3 / 11.6;
+#   28x28, 256 maps: the phase planes ahead at batches 1-32, but at 64 ahead in one run (7.1 vs 6.8)
+#     and behind in the other (6.7 vs 7.4), so 28x28 stays flat;
+#   14x14: flat ahead (2.5 vs 3.8 at 64), as on 16x16 (ad hoc, 64 maps: 0.52 vs 0.82 at 64).
+# At stride 2 the flat backward stays ahead or even from batch 16 on (its FLAT_MIN_BATCH_BACKWARD).
 PHASES_MIN_PLANE = 56 * 56
 
 
@@ -100,7 +103,7 @@ def depthwise(inshape, wshape, stride, pad, dilation):
         data["valid"] = tapRangeArray(inshape[2:], outsize, (kh, kw), stride, pad, dilation)
     if flatForward:
         forward = Route("flat", reason, "tall when the result is not finite")
-    elif phases and flat and n >= FLAT_MIN_BATCH:
+    elif phases and flat:
         forward = Route("tall-phases", "stride 2 on a map of %d >= %d pixels: two row-parity planes, only the "
                         "rows kept computed (faster than the flat form there)" % (inshape[2] * inshape[3],
                                                                                  PHASES_MIN_PLANE))
