@@ -81,17 +81,18 @@ def _vec(a):
     return np.ascontiguousarray(np.asarray(a), dtype=np.float32).reshape(-1)
 
 
+# the kernels' clip arguments (lo, hi, bounded, on) when no activation is fused: on is False
+_NOACT = (np.float32(0), np.float32(0), False, False)
+
+
 def _clip(op, act, inshape=None, y=None):
-    """The kernels' (lo, hi, bounded) for a fused activation act, checked (shapes.fusedActivation;
-    op, inshape and y as there); None for none."""
+    """The kernels' (lo, hi, bounded, on) for a fused activation act, checked (shapes.fusedActivation;
+    op, inshape and y as there); _NOACT for none."""
     fusedActivation(op, act, inshape, y)
     if act is None:
-        return None
+        return _NOACT
     kind, alpha, beta = act
-    return _clipArgs(kind, alpha, beta) + (kind == "clip",)
-
-
-_NOCLIP = (np.float32(0), np.float32(0), False)
+    return _clipArgs(kind, alpha, beta) + (kind == "clip", True)
 
 
 def _actNumpy(y, act):
@@ -105,10 +106,9 @@ def _maskNumpy(dy, z, act):
 
 
 def _maskArgs(clip, y, dy):
-    """The kernels' trailing (z, lo, hi, bounded, masked) for a fused activation's mask (or none)."""
-    if clip is None:
-        return (_planes(dy),) + _NOCLIP + (False,)
-    return (_planes(y),) + clip + (True,)
+    """The kernels' trailing (z, lo, hi, bounded, masked) for a fused activation's mask (none: z is dy,
+    unread)."""
+    return (_planes(y if clip[3] else dy),) + clip
 
 
 def _finite(*perChannel):
@@ -118,7 +118,7 @@ def _finite(*perChannel):
 
 def _trainKernels(route, x, scale, bias, epsilon, clip):
     """(y, mean, var) through the kernels, or None when a channel's statistics are not finite."""
-    lo, hi, _ = clip or _NOCLIP
+    lo, hi, _, on = clip
     c = x.shape[1]
     count = x.size // c
     y, mean64, var64 = new(x.shape), np.empty(c), np.empty(c)
@@ -128,10 +128,10 @@ def _trainKernels(route, x, scale, bias, epsilon, clip):
         kernels.trainCoefficients(sums, count, _vec(scale), _vec(bias), np.float32(epsilon), mean64, var64, a, b)
         if not (allFinite(mean64) and allFinite(var64)):
             return None
-        kernels.channelAffine(_planes(x), a, b, _planes(y), lo, hi, clip is not None)
+        kernels.channelAffine(_planes(x), a, b, _planes(y), lo, hi, on)
     else:
         kernels.channelMajorTrain(_planes(x), _vec(scale), _vec(bias), _planes(y), mean64, var64,
-                                  np.float32(epsilon), lo, hi, clip is not None)
+                                  np.float32(epsilon), lo, hi, on)
         if not (allFinite(mean64) and allFinite(var64)):
             return None
     return y, mean64.astype(np.float32).reshape(1, c, 1, 1), var64.astype(np.float32).reshape(1, c, 1, 1)
@@ -162,9 +162,9 @@ def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
     a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
     if _planFor(x)["eval"] != "numpy" and _finite(a, bias, mean):
         y = new(x.shape)
-        lo, hi, _ = clip or _NOCLIP
+        lo, hi, _, on = clip
         kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y), lo, hi,
-                              clip is not None)
+                              on)
         return host(y)
     return host(_actNumpy((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias), act))
 
@@ -177,7 +177,7 @@ def _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, cli
     mask = _maskArgs(clip, y, dy)
     if route == "image-major":
         sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks(),
-                                   None if clip is None else mask[:4])
+                                   mask[:4] if clip[3] else None)
         if not allFinite(sums):
             return None
         a, k2, k3 = (np.empty(c, np.float32) for _ in range(3))
@@ -256,7 +256,7 @@ def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon
         k3 = -a * np.asarray(dbias, np.float64).reshape(-1) / count - k2 * np.asarray(mean, np.float64).reshape(-1)
         dx = new(x.shape)
         kernels.backwardApply(_planes(x), _planes(dy), a.astype(np.float32), k2.astype(np.float32),
-                              k3.astype(np.float32), _planes(dx), *_maskArgs(None, None, dy))
+                              k3.astype(np.float32), _planes(dx), *_maskArgs(_NOACT, None, dy))
         return host(dx)
     invStd = 1.0 / np.sqrt(np.asarray(var) + np.float32(epsilon))
     xhat = (np.asarray(x) - np.asarray(mean)) * invStd
