@@ -12,6 +12,8 @@ their results are kept only while the per-channel sums are: a sum over a channel
 when every value summed is. Both checks are over C values.
 """
 
+import math
+
 import numpy as np
 
 from minidl.backend.numpy import jit
@@ -59,7 +61,7 @@ def _planes(x):
     """x as (N, C, H*W) for the per-channel kernels."""
     n, c = x.shape[:2]
     # the plane size spelled out: -1 cannot be inferred for an empty batch
-    return np.ascontiguousarray(np.asarray(x)).reshape(n, c, int(np.prod(x.shape[2:], dtype=np.int64)))
+    return np.ascontiguousarray(np.asarray(x)).reshape(n, c, math.prod(x.shape[2:]))
 
 
 def _moments(x):
@@ -158,14 +160,13 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
 
 
 def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
-    clip = _clip("batchNormEval", act)
-    a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
-    if _planFor(x)["eval"] != "numpy" and _finite(a, bias, mean):
+    lo, hi, _, on = _clip("batchNormEval", act)
+    if _planFor(x)["eval"] != "numpy":
         y = new(x.shape)
-        lo, hi, _, on = clip
-        kernels.channelAffine(_planes(x), _vec(a), _vec(np.asarray(bias) - np.asarray(mean) * a), _planes(y), lo, hi,
-                              on)
-        return host(y)
+        if kernels.evalAffine(_planes(x), _vec(scale), _vec(bias), _vec(mean), _vec(var), np.float32(epsilon),
+                              _planes(y), lo, hi, on):
+            return host(y)
+    a = np.asarray(scale) / np.sqrt(np.asarray(var) + np.float32(epsilon))
     return host(_actNumpy((np.asarray(x) - np.asarray(mean)) * a + np.asarray(bias), act))
 
 
