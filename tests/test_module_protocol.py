@@ -219,3 +219,41 @@ def test_containers_let_go_of_gradients_once_passed_on(backend, updGrad):
     assert all(leaf.grad is None for leaf in leaves)
     assert all(c.grad is None for c in (net["inner"], graph, net["par"]))
     assert all(leaf.data is not None for leaf in leaves)      # the forward outputs stay
+
+
+def test_containers_let_go_of_the_last_pass_before_the_next(backend):
+    """A forward pass starts by releasing what every child below kept from the last one (Container's
+    docstring), so the workspace can hand those buffers out again in this pass: when the first child
+    runs again, no output of the last pass is alive but the model's own (net.data)."""
+    import gc
+    import weakref
+    from minidl.containers import Graph, Node
+    from minidl.modules import Activation, Add, Identity, Replicate
+    graph = Graph(inputs="x", outputs="add", nodes=[
+        Node(Conv2D(3, 3, 1, name="gc"), inputs="x"), Node(Activation("relu", name="gr", inplace=True), inputs="gc"),
+        Node(Add(name="add"), inputs=["gr", "x"])], name="graph")
+    net = (Sequential("net").append(Conv2D(2, 4, 3, pad=1, name="first")).append(_block("inner"))
+           .append(Conv2D(6, 3, 1, name="squeeze")).append(graph).append(Replicate(2, name="rep"))
+           .append(Parallel("par").append(Conv2D(3, 3, 1, name="l")).append(Identity(name="i")))
+           .append(Add(name="join")))
+    x = gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32))
+    net(x)
+    refs = {}
+    for leaf in _leafModules(net):
+        outs = leaf.data if isinstance(leaf.data, list) else [leaf.data]       # Replicate: a list
+        for k, out in enumerate(outs):
+            if out is not x:
+                refs["%s%s" % (leaf.name, k or "")] = weakref.ref(out)
+    alive = []
+    first = net["first"]
+    run = first.updateData
+
+    def probe(data):
+        gc.collect()
+        alive.extend(sorted(name for name, ref in refs.items() if ref() is not None))
+        run(data)
+    first.updateData = probe
+    net(x)
+    assert len(refs) > 10
+    assert alive == ["join"]
+    assert all(leaf.data is not None for leaf in _leafModules(net))          # and this pass's stay

@@ -12,6 +12,13 @@ second copy of every activation until the next forward pass: a MobileNetV1-0.5 t
 batch 64 peaked at 725 MB of new memory, 479 MB now, against PyTorch's 476-559
 (benchmarks/RESULTS.md). The container's own ``grad`` (d(loss)/d(input)), every parameter
 gradient and every child's forward ``data`` stay.
+
+A forward pass starts by letting go of what every child below kept from the last pass (``reset``:
+``inData``, ``data``, ``grad`` and what backward would need), so the NumPy backend's workspace
+hands those buffers out again within the pass instead of adding new ones beside them. Replaced one
+child at a time, each old output lived on in the next child's ``inData`` while its successor was
+computed. During a pass a child not yet run holds None; an array the caller kept a reference to
+is never reused (the workspace counts references).
 """
 
 from minidl.errors import ModuleError
@@ -21,6 +28,13 @@ from minidl.module import Module
 def releaseGrad(child):
     """Let go of child's input gradient once the container has passed it on (see Container)."""
     child.grad = None
+
+
+def releaseLastPass(children):
+    """Let go of everything the children (and theirs, all the way down) hold from the last pass, at
+    the start of a new forward pass (see Container)."""
+    for child in children:
+        child.reset()
 
 
 class Container(Module):

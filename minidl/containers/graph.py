@@ -29,7 +29,7 @@ container is the container's business, as in Sequential.)
 """
 
 from minidl.backend import ops
-from minidl.containers.container import Container, releaseGrad
+from minidl.containers.container import Container, releaseGrad, releaseLastPass
 from minidl.module import Module
 from minidl.shapes import isInt
 
@@ -276,8 +276,7 @@ class Graph(Container):
     # ---- forward / backward ---------------------------------------------------------------------
 
     def updateData(self, data):
-        # the last pass's values are let go at once (as Sequential's children replace theirs one by one),
-        # so the NumPy backend's workspace can hand their buffers out again during this pass
+        releaseLastPass(self.modules.values())      # and this graph's own values, just below
         self.values = values = dict(zip(self.inputs, self._split(data, "input")))
         for name, mod in self.modules.items():
             x = self.gather(values, name)

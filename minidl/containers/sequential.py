@@ -12,7 +12,7 @@ replaced on the instance, or the debug mode (minidl.anomaly).
 """
 
 from minidl import anomaly
-from minidl.containers.container import Container, releaseGrad
+from minidl.containers.container import Container, releaseGrad, releaseLastPass
 
 
 class Sequential(Container):
@@ -61,6 +61,7 @@ class Sequential(Container):
 
     def updateData(self, data):
         mods = list(self.modules.values())
+        releaseLastPass(mods)
         self._fused = fused = set()
         debug = anomaly.isEnabled()
         for i, mod in enumerate(mods):

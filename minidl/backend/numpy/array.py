@@ -41,7 +41,9 @@ class Workspace:
     Fresh large allocations are expensive here: glibc hands big blocks straight
     back to the OS on free, so every new output page-faults again (several
     times the cost of the arithmetic for memory-bound layers). Op outputs of
-    POOL_MIN bytes or more come from here instead. A buffer is handed out again
+    POOL_MIN bytes or more come from here instead: a free buffer of the size
+    asked for, else the front of the smallest free one up to REUSE_LARGER times
+    that size. A buffer is handed out again
     only when nothing outside the pool references it: every array made from it
     (views, reshapes, HostArray wrappers) holds its base alive, so the
     reference count says when it is free. Training loops repeat the same shapes
@@ -58,6 +60,11 @@ class Workspace:
     """
 
     POOL_MIN = 1 << 18
+    # A request with no free buffer of its own size takes the front of a free one up to this many
+    # times larger. Exact sizes alone kept each size's own peak: a training step's backward frees
+    # gradients of one size and asks for another, so MobileNetV3-Small (many sizes) held 396 MB of
+    # buffers at batch 64 against at most 312 MB in use at once. With 2, 346 MB (benchmarks/RESULTS.md).
+    REUSE_LARGER = 2
 
     def __init__(self, limitBytes):
         self.buckets = {}       # size in bytes -> buffers of that size, most recently handed out last
@@ -86,15 +93,31 @@ class Workspace:
             return buf.view(dtype).reshape(shape)
 
     def _reuse(self, nbytes):
-        """A free buffer of nbytes (now the most recently used), or None. The caller holds the lock."""
-        bucket = self.buckets.get(nbytes, [])
+        """A free buffer of nbytes, else the first nbytes of the smallest free one of at most
+        REUSE_LARGER times that (now the most recently used), or None. The caller holds the lock."""
+        k = self._freeIndex(self.buckets.get(nbytes, ()))
+        size = nbytes
+        if k is None:
+            size = None
+            for other, bucket in self.buckets.items():
+                if nbytes < other <= self.REUSE_LARGER * nbytes and (size is None or other < size):
+                    j = self._freeIndex(bucket)
+                    if j is not None:
+                        size, k = other, j
+            if size is None:
+                return None
+        bucket = self.buckets[size]
+        buf = bucket.pop(k)
+        bucket.append(buf)
+        self.lastUse[id(buf)] = self.requests
+        return buf if size == nbytes else buf[:nbytes]
+
+    def _freeIndex(self, bucket):
+        """The index of the most recently handed out free buffer in bucket, or None."""
         for k in range(len(bucket) - 1, -1, -1):
             buf = bucket[k]
             if self._isFree(buf):
-                del bucket[k]
-                bucket.append(buf)
-                self.lastUse[id(buf)] = self.requests
-                return buf
+                return k
         return None
 
     def _allocate(self, nbytes):
