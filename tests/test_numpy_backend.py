@@ -77,33 +77,47 @@ def test_workspace_limit_counts_buffers_in_use():
 
 
 def test_workspace_drops_least_recently_used_free_buffers_first():
-    ws = Workspace(4 * MIB)
-    sizes = [2 * MIB, MIB - 4096, MIB // 2 - 4096]     # three buckets, none within 2x of a larger one
-    for size in sizes:
-        ws.empty((size,), np.uint8)                    # each freed at once
+    ws = Workspace(1 << 30)
+    sizes = [2 * MIB, MIB - 4096, 5 * (MIB // 16)]     # three buckets, none within 2x of a larger one
+    held = [ws.empty((size,), np.uint8) for size in sizes]
+    del held                                           # all three were in use at once, now free
     ws.empty((sizes[0],), np.uint8)                    # the oldest, used again: now the most recent
-    ws.empty((MIB - 2048,), np.uint8)                  # a new size no free buffer serves: one must go
-    assert sorted(ws.buckets) == sorted([sizes[0], sizes[2], MIB - 2048]), \
+    ws.empty((6 * (MIB // 16),), np.uint8)             # a size no free buffer serves: one must go
+    assert sorted(ws.buckets) == sorted([sizes[0], sizes[2], 6 * (MIB // 16)]), \
         "the least recently handed out free buffer is dropped, and only as many as needed"
+
+
+def test_workspace_holds_no_more_than_was_ever_in_use_at_once():
+    """Buffers of one size, then of another that none of them serves: the pool keeps the larger set,
+    not both (a training step's forward and backward ask for sizes in turn like this)."""
+    ws = Workspace(1 << 30)
+    first = [ws.empty((MIB,), np.uint8) for _ in range(3)]
+    del first
+    second = [ws.empty((3 * MIB,), np.uint8) for _ in range(2)]
+    assert ws.held == 6 * MIB and ws.peakInUse == 6 * MIB
+    del second
+    again = [ws.empty((MIB,), np.uint8) for _ in range(3)]     # 3 MiB is over twice their size: new ones
+    assert sorted(ws.buckets) == [MIB, 3 * MIB] and ws.held == 6 * MIB, "one free 3 MiB buffer made room"
+    del again
+    ws.release()
+    assert ws.held == 0 and ws.peakInUse == 0
 
 
 def test_workspace_hands_out_the_front_of_a_larger_free_buffer():
     ws = Workspace(1 << 30)
     big, bigger = ws.empty((3 * MIB,), np.uint8), ws.empty((4 * MIB,), np.uint8)
     bigAt, biggerAt = big.__array_interface__["data"][0], bigger.__array_interface__["data"][0]
-    del big, bigger                                # both free
+    del big, bigger                                    # both free
     a = ws.empty((3 * MIB // 4 + 4096,), np.float32)   # 3 MiB + 16 KiB: only the 4 MiB one is large enough
     assert a.shape == (3 * MIB // 4 + 4096,) and a.__array_interface__["data"][0] == biggerAt
-    b = ws.empty((384, 1024), np.float32)          # 1.5 MiB: the 3 MiB one, twice its size (4 MiB is in use)
+    b = ws.empty((384, 1024), np.float32)              # 1.5 MiB: the 3 MiB one, twice its size (4 MiB is in use)
     assert b.shape == (384, 1024) and b.__array_interface__["data"][0] == bigAt
     assert ws.held == 7 * MIB, "served from free buffers, nothing new"
-    c = ws.empty((MIB,), np.uint8)                 # both in use: a buffer of its own
+    c = ws.empty((MIB,), np.uint8)                     # both in use: a buffer of its own
     assert not (np.shares_memory(c, a) or np.shares_memory(c, b)) and ws.held == 8 * MIB
     del a, b, c
-    d = ws.empty((MIB,), np.uint8)                 # its own size, free again, before a larger one
+    d = ws.empty((MIB,), np.uint8)                     # its own size, free again, before a larger one
     assert ws.held == 8 * MIB and d.base is not None and d.base.size == MIB
-    e = ws.empty((MIB // 2 - 4096,), np.uint8)     # under half of every free buffer: a new one
-    assert ws.held == 8 * MIB + MIB // 2 - 4096 and not np.shares_memory(d, e)
 
 
 @pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, 1280)])

@@ -16,10 +16,12 @@ import numpy as np
 
 
 # MINIDL_WORKSPACE_MB when unset (1.25 GB). Measured: a MobileNet-0.5 training step at batch 64 on
-# 32x32 inputs keeps 0.64 GB (V1) and 0.97 GB (V2) of buffers, so such a loop allocates nothing
-# after its first step; a process that changes shapes all the time (MobileNetV2-0.5, one forward
-# per batch size 1..60) peaks at 1.7 GB RSS (1.9 GB with 1536, 8.4 GB when only free buffers
-# counted against the old default of 8192). Raise it for bigger models, lower it to save memory.
+# 32x32 inputs keeps 346 MB (V1) and 496 MB (V2) of buffers; a process that changes shapes all the
+# time (MobileNetV2-0.5, one forward per batch size 1..60) peaks at 721 MB RSS (1.5 GB when the pool
+# kept every size's own buffers, 8.4 GB when only free buffers counted against the old default of
+# 8192). Full-width MobileNets at 224x224 and batch 32 fill it, and reallocate 0.9 GB (V1) to 2 GB
+# (V2) of buffers a step: 4096 made V2's step ~5% faster, at the cost of that memory. Raise it for
+# bigger models, lower it to save memory.
 DEFAULT_WORKSPACE_MB = 1280
 
 
@@ -46,24 +48,31 @@ class Workspace:
     that size. A buffer is handed out again
     only when nothing outside the pool references it: every array made from it
     (views, reshapes, HostArray wrappers) holds its base alive, so the
-    reference count says when it is free. Training loops repeat the same shapes
-    every step, so after the first step nothing new is allocated.
+    reference count says when it is free.
 
-    Every buffer the pool keeps counts against the limit, in use or free. A
-    request that finds no free buffer of its size and no room drops free
-    buffers, least recently handed out first; if the buffers in use leave no
-    room even then, the request gets a plain array the pool does not keep
-    (freed as usual when its last reference goes). So the pool never holds more
-    than the limit, and a loop over ever new shapes (batch sizes 1, 2, 3, ...)
-    keeps recycling it rather than adding a new set of buffers per shape.
-    Thread-safe: one lock around the bookkeeping.
+    Every buffer the pool keeps counts, in use or free. A request that finds no
+    free buffer to take drops free buffers, least recently handed out first,
+    until the pool holds no more than the most it ever had in use at once
+    (peakInUse, this request included) and no more than the limit; if the
+    buffers in use leave no room under the limit even then, the request gets a
+    plain array the pool does not keep (freed as usual when its last reference
+    goes). Kept free beside those in use, a training step's buffers of one size
+    (its forward's) sat idle while those of another (its backward's) were new:
+    MobileNetV3-Small held 346 MB at batch 64 with at most 312 MB in use. Now
+    such a loop hands some buffers back to malloc each step and takes new ones
+    (MobileNetV2-0.5: 19 a step, 128 MB), which glibc serves from the memory
+    just freed (measured: under 1 MB of page faults a step; step times
+    unchanged, benchmarks/RESULTS.md). A loop over ever new shapes (batch
+    sizes 1, 2, 3, ...) keeps recycling the pool rather than adding a new set of
+    buffers per shape. Thread-safe: one lock around the bookkeeping.
     """
 
     POOL_MIN = 1 << 18
     # A request with no free buffer of its own size takes the front of a free one up to this many
     # times larger. Exact sizes alone kept each size's own peak: a training step's backward frees
     # gradients of one size and asks for another, so MobileNetV3-Small (many sizes) held 396 MB of
-    # buffers at batch 64 against at most 312 MB in use at once. With 2, 346 MB (benchmarks/RESULTS.md).
+    # buffers at batch 64 against at most 312 MB in use at once; with 2, 346 MB (310 MB with the
+    # peakInUse rule above; benchmarks/RESULTS.md).
     REUSE_LARGER = 2
 
     def __init__(self, limitBytes):
@@ -72,6 +81,7 @@ class Workspace:
         self.held = 0           # bytes of every buffer kept, in use or free
         self.lastUse = {}       # id(buffer) -> the request count when it was last handed out
         self.requests = 0
+        self.peakInUse = 0      # bytes: the most the buffers in use ever took at once
         self.lock = threading.Lock()
 
     @staticmethod
@@ -121,10 +131,13 @@ class Workspace:
         return None
 
     def _allocate(self, nbytes):
-        """A new buffer, kept when there is room (after dropping free ones if need be). The caller
-        holds the lock."""
-        if self.held + nbytes > self.limit:
-            self._drop(self.held + nbytes - self.limit)
+        """A new buffer, kept when there is room. Free buffers are dropped first (least recently
+        handed out first) so that the pool holds no more than the most it ever had in use at once,
+        nor more than the limit. The caller holds the lock."""
+        free = self._free()
+        inUse = self.held - sum(size for _, size, _ in free)
+        self.peakInUse = max(self.peakInUse, inUse + nbytes)
+        self._drop(free, self.held + nbytes - min(self.peakInUse, self.limit))
         buf = np.empty(nbytes, np.uint8)
         if self.held + nbytes <= self.limit:
             self.buckets.setdefault(nbytes, []).append(buf)
@@ -132,14 +145,18 @@ class Workspace:
             self.held += nbytes
         return buf
 
-    def _drop(self, need):
-        """Drop free buffers, least recently handed out first, until need bytes are dropped or none
-        is left free. The caller holds the lock."""
+    def _free(self):
+        """[(last handed out, size, id)] of the free buffers. The caller holds the lock."""
         free = []
         for nbytes, bucket in self.buckets.items():
             for buf in bucket:
                 if self._isFree(buf):
                     free.append((self.lastUse[id(buf)], nbytes, id(buf)))
+        return free
+
+    def _drop(self, free, need):
+        """Drop buffers of free (_free's list), least recently handed out first, until need bytes
+        are dropped or none is left. The caller holds the lock."""
         dropped = set()
         for _, nbytes, key in sorted(free):
             if need <= 0:
@@ -161,14 +178,10 @@ class Workspace:
             del self.lastUse[key]
 
     def release(self):
-        """Drop every buffer that is not in use."""
+        """Drop every buffer that is not in use, and start the count of the most in use afresh."""
         with self.lock:
-            free = set()
-            for bucket in self.buckets.values():
-                for buf in bucket:
-                    if self._isFree(buf):
-                        free.add(id(buf))
-            self._forget(free)
+            self._forget({key for _, _, key in self._free()})
+            self.peakInUse = self.held
 
 
 workspace = Workspace(workspaceLimit())
