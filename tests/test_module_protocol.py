@@ -184,12 +184,9 @@ def _leafModules(module):
     return [leaf for child in children.values() for leaf in _leafModules(child)]
 
 
-@pytest.mark.parametrize("updGrad", [True, False])
-def test_containers_let_go_of_gradients_once_passed_on(backend, updGrad):
-    """Every child's input gradient is released once used (Container's docstring): none is alive after
-    backward but the model's own grad; the gradients themselves are checked elsewhere (checkGradients)."""
-    import gc
-    import weakref
+def _everyContainer():
+    """A net with every container kind nested (Sequential, Graph, Parallel) and list-valued children
+    (Replicate, Add): (net, its graph). Input (N, 2, 5, 5), output (N, 3, 5, 5)."""
     from minidl.containers import Graph, Node
     from minidl.modules import Activation, Add, Identity, Replicate
     graph = Graph(inputs="x", outputs="add", nodes=[
@@ -199,6 +196,16 @@ def test_containers_let_go_of_gradients_once_passed_on(backend, updGrad):
            .append(Conv2D(6, 3, 1, name="squeeze")).append(graph).append(Replicate(2, name="rep"))
            .append(Parallel("par").append(Conv2D(3, 3, 1, name="l")).append(Identity(name="i")))
            .append(Add(name="join")))
+    return net, graph
+
+
+@pytest.mark.parametrize("updGrad", [True, False])
+def test_containers_let_go_of_gradients_once_passed_on(backend, updGrad):
+    """Every child's input gradient is released once used (Container's docstring): none is alive after
+    backward but the model's own grad; the gradients themselves are checked elsewhere (checkGradients)."""
+    import gc
+    import weakref
+    net, graph = _everyContainer()
     refs = {}
 
     def hook(mod):
@@ -227,15 +234,7 @@ def test_containers_let_go_of_the_last_pass_before_the_next(backend):
     runs again, no output of the last pass is alive but the model's own (net.data)."""
     import gc
     import weakref
-    from minidl.containers import Graph, Node
-    from minidl.modules import Activation, Add, Identity, Replicate
-    graph = Graph(inputs="x", outputs="add", nodes=[
-        Node(Conv2D(3, 3, 1, name="gc"), inputs="x"), Node(Activation("relu", name="gr", inplace=True), inputs="gc"),
-        Node(Add(name="add"), inputs=["gr", "x"])], name="graph")
-    net = (Sequential("net").append(Conv2D(2, 4, 3, pad=1, name="first")).append(_block("inner"))
-           .append(Conv2D(6, 3, 1, name="squeeze")).append(graph).append(Replicate(2, name="rep"))
-           .append(Parallel("par").append(Conv2D(3, 3, 1, name="l")).append(Identity(name="i")))
-           .append(Add(name="join")))
+    net, _ = _everyContainer()
     x = gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32))
     net(x)
     refs = {}
