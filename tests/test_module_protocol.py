@@ -256,3 +256,41 @@ def test_containers_let_go_of_the_last_pass_before_the_next(backend):
     assert len(refs) > 10
     assert alive == ["join"]
     assert all(leaf.data is not None for leaf in _leafModules(net))          # and this pass's stay
+
+
+@pytest.mark.parametrize("kind", ["Sequential", "Parallel", "Graph"])
+def test_a_container_run_on_its_own_lets_go_of_its_last_pass(backend, kind):
+    """Each container kind, run as the model: its children's outputs and its own from the last pass
+    are gone when its first child runs again."""
+    import gc
+    import weakref
+    from minidl.containers import Graph, Node
+    x = gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32))
+    if kind == "Sequential":
+        net, given = Sequential("s").append(Conv2D(2, 3, 1, name="a")).append(Conv2D(3, 3, 1, name="b")), x
+    elif kind == "Parallel":
+        net, given = Parallel("p").append(Conv2D(2, 3, 1, name="a")).append(Conv2D(2, 3, 1, name="b")), [x, x]
+    else:
+        net, given = Graph(inputs="x", outputs="b", nodes=[Node(Conv2D(2, 3, 1, name="a"), inputs="x"),
+                                                           Node(Conv2D(3, 3, 1, name="b"), inputs="a")]), x
+    net(given)
+    refs = [weakref.ref(mod.data) for mod in net.modules.values()]
+    first = net.modules["a"]
+    run, alive = first.updateData, []
+
+    def probe(data):
+        gc.collect()
+        alive.extend(ref() is not None for ref in refs)
+        run(data)
+    first.updateData = probe
+    net(given)
+    assert alive == [False, False]
+
+
+def test_a_forward_that_fails_part_way_leaves_no_output_to_backward_through(backend):
+    net = Sequential("net").append(Conv2D(2, 3, 1, name="a")).append(Conv2D(3, 3, 3, name="b"))
+    net(gpuarray.to_gpu(np.random.randn(2, 2, 5, 5).astype(np.float32)))
+    with pytest.raises(ModuleError, match="too small"):
+        net(gpuarray.to_gpu(np.random.randn(2, 2, 2, 2).astype(np.float32)))    # "b" refuses a 2x2 map
+    with pytest.raises(ModuleError, match="'net'.*backward called before a forward pass"):
+        net.backward(gpuarray.to_gpu(np.random.randn(2, 3, 3, 3).astype(np.float32)))

@@ -322,6 +322,30 @@ def test_batchnorm_non_finite(path, bnOrder, which, kind):
 
 # ---- elementwise and row-wise ops ---------------------------------------------------------------
 
+@pytest.mark.parametrize("kind", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("which", ["mean", "var", "bias"])
+def test_batchnorm_eval_non_finite_statistics(path, which, kind):
+    """A non-finite running statistic or bias in one channel: the eval forward and the backward
+    through fixed statistics give the formula's NaN and infinities there, and numbers elsewhere."""
+    rng = np.random.default_rng(6)
+    xs = (2, 3, 5, 6)
+    x = rng.standard_normal(xs).astype(np.float32)
+    dy = rng.standard_normal(xs).astype(np.float32)
+    scale = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    stats = {"mean": rng.standard_normal((1, 3, 1, 1)).astype(np.float32),
+             "var": (rng.random((1, 3, 1, 1)) + 0.5).astype(np.float32),
+             "bias": rng.standard_normal((1, 3, 1, 1)).astype(np.float32)}
+    stats[which][0, 1, 0, 0] = {"nan": np.nan, "inf": INF, "-inf": -INF}[kind]
+    eps = 1e-5
+    y, _, _, dx, _, _ = refBatchNorm(x, scale, stats["bias"], eps, dy, False, stats["mean"], stats["var"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        got = nb.batchNormEval(x, scale, stats["bias"], stats["mean"], stats["var"], eps)
+        gdx, _, _ = nb.batchNormBackward(x, dy, scale, stats["mean"], stats["var"], eps, False)
+    assertSameNonFinite(got, y, "eval forward")
+    if which != "bias":
+        assertSameNonFinite(gdx, dx, "fixed-statistics backward dx")
+
+
 def _sigmoid64(x):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))

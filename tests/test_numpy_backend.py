@@ -103,6 +103,15 @@ def test_workspace_holds_no_more_than_was_ever_in_use_at_once():
     assert ws.held == 0 and ws.peakInUse == 0
 
 
+def test_workspace_prefers_a_free_buffer_of_the_size_asked_for():
+    ws = Workspace(1 << 30)
+    larger, exact = ws.empty((3 * MIB // 2,), np.uint8), ws.empty((MIB,), np.uint8)
+    exactAt = exact.__array_interface__["data"][0]
+    del larger, exact                                  # both free; the 1.5 MiB one could serve 1 MiB
+    got = ws.empty((MIB,), np.uint8)
+    assert got.__array_interface__["data"][0] == exactAt and ws.held == 5 * MIB // 2
+
+
 def test_workspace_hands_out_the_front_of_a_larger_free_buffer():
     ws = Workspace(1 << 30)
     big, bigger = ws.empty((3 * MIB,), np.uint8), ws.empty((4 * MIB,), np.uint8)
@@ -492,6 +501,54 @@ def test_batchnorm_kernels_match_numpy_path(numbaAndNumpy, planThreshold, useBat
     fast, slow = numbaAndNumpy(lambda: _copy(nb.batchNormBackward(x, dy, scale, mean, var, 1e-5, useBatchStats)))
     for f, s, what in zip(fast, slow, ("dx", "dscale", "dbias")):
         assertClose(f, s, 1e-4, 1e-4, what)
+
+
+def test_batchnorm_eval_coefficients_are_the_numpy_formulas_bits():
+    """The eval kernel's per-channel a and b are NumPy's float32 scale / sqrt(var + eps) and
+    bias - mean * a, bit for bit (no fast-math), so its outputs are the NumPy path's up to the
+    multiply-add of the pass itself."""
+    if not jit.enabled:
+        pytest.skip("numba not installed (or MINIDL_NUMBA=0)")
+    from minidl.backend.numpy.batchnorm import kernels
+    rng = np.random.default_rng(3)
+    c = 20000
+    scale, bias, mean = (rng.standard_normal(c).astype(np.float32) * 10 for _ in range(3))
+    var = (rng.random(c) * 100).astype(np.float32)
+    for eps in (1e-5, 1e-3, 0.1):
+        a, b = np.empty(c, np.float32), np.empty(c, np.float32)
+        assert kernels.evalCoefficients(scale, bias, mean, var, np.float32(eps), a, b)
+        ra = scale / np.sqrt(var + np.float32(eps))
+        assert np.array_equal(a, ra) and np.array_equal(b, bias - mean * ra), eps
+
+
+@pytest.mark.parametrize("order", ["channel-major", "image-major"])
+def test_batchnorm_zero_denominator_matches_numpy_path(numbaAndNumpy, planThreshold, order):
+    """sqrt(var + eps) of zero (a constant channel whose eps rounds to zero in float32; a variance of
+    exactly -eps) divides by zero: the kernels give NumPy's infinities and NaN, not an exception."""
+    import minidl.backend.numpy.batchnorm as bnmod
+    planThreshold(bnmod, "IMAGE_MAJOR_MAX_L", 0 if order == "channel-major" else 1 << 30)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    x[:, 1] = 2.0                                          # channel 1 constant: batch variance 0
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    scale, bias = np.ones((1, 3, 1, 1), np.float32), np.full((1, 3, 1, 1), 0.5, np.float32)
+    mean = np.zeros((1, 3, 1, 1), np.float32)
+    var = np.array([1.0, -0.5, 2.0], np.float32).reshape(1, 3, 1, 1)      # channel 1: var + 0.5 == 0
+
+    def train():
+        rm, rv = np.zeros((1, 3, 1, 1), np.float32), np.ones((1, 3, 1, 1), np.float32)
+        y, m, v = _copy(nb.batchNormTrain(x, scale, bias, rm, rv, 1e-50, 0.3))
+        return [y, m, v] + _copy(nb.batchNormBackward(x, dy, scale, m, v, 1e-50, True))
+
+    def evalAndFixed():
+        return [np.array(nb.batchNormEval(x, scale, bias, mean, var, 0.5))] + \
+            _copy(nb.batchNormBackward(x, dy, scale, mean, var, 0.5, False))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for fn in (train, evalAndFixed):
+            fast, slow = numbaAndNumpy(fn)
+            assert not np.isfinite(slow[0]).all(), "the case must divide by zero"
+            for f, s in zip(fast, slow):
+                np.testing.assert_allclose(f, s, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
 @pytest.mark.parametrize("kind,alpha,beta", [("relu", 0.0, 0.0), ("clip", 0.0, 6.0), ("clip", -1.0, 0.5)])

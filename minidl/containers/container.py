@@ -9,16 +9,17 @@ Gradients inside a container live only while they are needed: once a child's inp
 been passed on (to the child before it, or out as the container's own ``grad``), the child's
 ``grad`` is set to None, as PyTorch keeps no gradient of an intermediate value. Kept, they held a
 second copy of every activation until the next forward pass: a MobileNetV1-0.5 training step at
-batch 64 peaked at 725 MB of new memory, 479 MB now, against PyTorch's 476-559
-(benchmarks/RESULTS.md). The container's own ``grad`` (d(loss)/d(input)), every parameter
-gradient and every child's forward ``data`` stay.
+batch 64 peaked at 725 MB of new memory, 479 MB without them (benchmarks/RESULTS.md). The
+container's own ``grad`` (d(loss)/d(input)), every parameter gradient and every child's forward
+``data`` stay.
 
 A forward pass starts by letting go of what every child below kept from the last pass (``reset``:
-``inData``, ``data``, ``grad`` and what backward would need), so the NumPy backend's workspace
-hands those buffers out again within the pass instead of adding new ones beside them. Replaced one
-child at a time, each old output lived on in the next child's ``inData`` while its successor was
-computed. During a pass a child not yet run holds None; an array the caller kept a reference to
-is never reused (the workspace counts references).
+``inData``, ``data``, ``grad`` and what backward would need) and of the container's own ``data``,
+so the NumPy backend's workspace hands those buffers out again within the pass instead of adding
+new ones beside them. Replaced one child at a time, each old output lived on in the next child's
+``inData`` while its successor was computed. During a pass a child not yet run holds None, and a
+pass that fails part-way leaves the container no output to run backward from; an array the caller
+kept a reference to is never reused (the workspace counts references).
 """
 
 from minidl.errors import ModuleError
@@ -30,11 +31,6 @@ def releaseGrad(child):
     child.grad = None
 
 
-def releaseLastPass(children):
-    """Let go of everything the children (and theirs, all the way down) hold from the last pass, at
-    the start of a new forward pass (see Container)."""
-    for child in children:
-        child.reset()
 
 
 class Container(Module):
@@ -194,6 +190,19 @@ class Container(Module):
         super().reset()
         for mod in self.modules.values():
             mod.reset()
+        self._childrenReset = True
+
+    def releaseLastPass(self):
+        """At the start of a forward pass: let go of what every child below kept from the last pass
+        (see the module docstring), and of this container's own output, so that a pass that fails
+        part-way leaves no output a backward pass could take for this one's. Nothing to do where the
+        children were reset since their last pass (by a reset of this container, which is how an
+        enclosing container releases it)."""
+        if not getattr(self, "_childrenReset", False):
+            for mod in self.modules.values():
+                mod.reset()
+        self._childrenReset = False
+        self.data = None
 
     def checkDataType(self, dtype, what="input"):
         """Accept any dtype: each child checks its own input (what names the array, as for Module)."""
@@ -207,7 +216,8 @@ class Container(Module):
 
 class _ChildScope:
     """Container.childScope's context. A class, not a generator context manager: containers enter one
-    per child and pass, and at batch 1 the generator's ~2 us each was a measurable part of a forward."""
+    per child and pass, and the generator's ~2 us a time is ~0.2 ms of MobileNetV1's batch-1 forward
+    (within that forward's noise, benchmarks/RESULTS.md) for nothing."""
 
     __slots__ = ("container", "mod")
 

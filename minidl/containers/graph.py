@@ -29,7 +29,7 @@ container is the container's business, as in Sequential.)
 """
 
 from minidl.backend import ops
-from minidl.containers.container import Container, releaseGrad, releaseLastPass
+from minidl.containers.container import Container, releaseGrad
 from minidl.module import Module
 from minidl.shapes import isInt
 
@@ -276,7 +276,7 @@ class Graph(Container):
     # ---- forward / backward ---------------------------------------------------------------------
 
     def updateData(self, data):
-        releaseLastPass(self.modules.values())      # and this graph's own values, just below
+        self.releaseLastPass()      # and this graph's own values, just below
         self.values = values = dict(zip(self.inputs, self._split(data, "input")))
         for name, mod in self.modules.items():
             x = self.gather(values, name)

@@ -1,6 +1,6 @@
 """Parallel: child i takes element i of a list input; the output is the list of results."""
 
-from minidl.containers.container import Container, releaseGrad, releaseLastPass
+from minidl.containers.container import Container, releaseGrad
 
 
 class Parallel(Container):
@@ -30,7 +30,7 @@ class Parallel(Container):
                                 "a single array of shape %s" % (tuple(shape),)))
 
     def updateData(self, data):
-        releaseLastPass(self.modules.values())
+        self.releaseLastPass()
         out = []
         for mod, x in zip(self.modules.values(), data):
             with self.childScope(mod):

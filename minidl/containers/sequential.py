@@ -12,7 +12,7 @@ replaced on the instance, or the debug mode (minidl.anomaly).
 """
 
 from minidl import anomaly
-from minidl.containers.container import Container, releaseGrad, releaseLastPass
+from minidl.containers.container import Container, releaseGrad
 
 
 class Sequential(Container):
@@ -61,7 +61,7 @@ class Sequential(Container):
 
     def updateData(self, data):
         mods = list(self.modules.values())
-        releaseLastPass(mods)
+        self.releaseLastPass()
         self._fused = fused = set()
         debug = anomaly.isEnabled()
         for i, mod in enumerate(mods):

@@ -41,6 +41,10 @@ class Dropout(Module):
     def dataShapeFrom(self, shape):
         return tuple(shape)
 
+    def reset(self):
+        super().reset()
+        self.mask = None
+
     def updateData(self, data):
         if self.train and self.p > 0:
             self.data, self.mask = ops.dropout(data, self.p, int(self.seeds.integers(2 ** 31)))

@@ -54,6 +54,10 @@ class MaxPool2D(Pool2D):
         self.registerBlueprint(locals())
         self.indices = None
 
+    def reset(self):
+        super().reset()
+        self.indices = None
+
     def updateData(self, data):
         self.data, self.indices = ops.maxPool2d(data, self.size, self.stride, self.pad)
 

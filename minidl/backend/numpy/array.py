@@ -40,9 +40,10 @@ def workspaceLimit(environ=os.environ):
 class Workspace:
     """Reuses large host buffers between calls, holding at most limitBytes in all.
 
-    Fresh large allocations are expensive here: glibc hands big blocks straight
-    back to the OS on free, so every new output page-faults again (several
-    times the cost of the arithmetic for memory-bound layers). Op outputs of
+    Fresh large allocations are expensive here: glibc hands blocks above its
+    mmap threshold (which grows with use, up to 32 MiB) straight back to the OS
+    on free, so every new output that large page-faults again (several times
+    the cost of the arithmetic for memory-bound layers). Op outputs of
     POOL_MIN bytes or more come from here instead: a free buffer of the size
     asked for, else the front of the smallest free one up to REUSE_LARGER times
     that size. A buffer is handed out again
@@ -61,8 +62,8 @@ class Workspace:
     MobileNetV3-Small held 346 MB at batch 64 with at most 312 MB in use. Now
     such a loop hands some buffers back to malloc each step and takes new ones
     (MobileNetV2-0.5: 19 a step, 128 MB), which glibc serves from the memory
-    just freed (measured: under 1 MB of page faults a step; step times
-    unchanged, benchmarks/RESULTS.md). A loop over ever new shapes (batch
+    just freed, those under its mmap threshold (measured: under 1 MB of page
+    faults a step; step times unchanged, benchmarks/RESULTS.md). A loop over ever new shapes (batch
     sizes 1, 2, 3, ...) keeps recycling the pool rather than adding a new set of
     buffers per shape. Thread-safe: one lock around the bookkeeping.
     """
@@ -71,8 +72,8 @@ class Workspace:
     # A request with no free buffer of its own size takes the front of a free one up to this many
     # times larger. Exact sizes alone kept each size's own peak: a training step's backward frees
     # gradients of one size and asks for another, so MobileNetV3-Small (many sizes) held 396 MB of
-    # buffers at batch 64 against at most 312 MB in use at once; with 2, 346 MB (310 MB with the
-    # peakInUse rule above; benchmarks/RESULTS.md).
+    # buffers at batch 64 against at most 312 MB in use at once; with 2, 363 MB (346 MB with the
+    # containers' release of the last pass too, 310 MB with the peakInUse rule; benchmarks/RESULTS.md).
     REUSE_LARGER = 2
 
     def __init__(self, limitBytes):

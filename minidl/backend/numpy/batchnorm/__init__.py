@@ -118,6 +118,14 @@ def _finite(*perChannel):
     return all(allFinite(a) for a in perChannel)
 
 
+def _divisible(var, epsilon):
+    """Whether every sqrt(var + epsilon) is above zero, in float32 as the NumPy formulas take it. Where
+    one is zero (a variance of exactly -epsilon, or of 0 with an epsilon that rounds to zero), the
+    formulas' x - mean times an infinite 1/std gives infinities and NaN the backward kernels' folded
+    constants do not reproduce: the formulas run instead."""
+    return bool((np.sqrt(np.asarray(var) + np.float32(epsilon)) > 0).all())
+
+
 def _trainKernels(route, x, scale, bias, epsilon, clip):
     """(y, mean, var) through the kernels, or None when a channel's statistics are not finite."""
     lo, hi, _, on = clip
@@ -197,7 +205,7 @@ def batchNormBackward(x, dy, scale, mean, var, epsilon, useBatchStats, act=None,
     clip = _clip("batchNormBackward", act, x.shape, y)
     result = None
     route = _planFor(x)["backward"]
-    if route != "numpy" and _finite(scale, mean, var):
+    if route != "numpy" and _finite(scale, mean, var) and _divisible(var, epsilon):
         result = _backwardKernels(route, x, dy, scale, mean, var, epsilon, useBatchStats, clip, y)
     if result is not None:
         return tuple(host(r) for r in result)
@@ -237,7 +245,7 @@ def batchNormUpdateRunning(runMean, runVar, mean, var, count, factor):
 def batchNormBackwardSums(x, dy, mean, var, epsilon):
     c = x.shape[1]
     invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
-    if _planFor(x)["backwardSums"] != "numpy" and _finite(mean, var):
+    if _planFor(x)["backwardSums"] != "numpy" and _finite(mean, var) and _divisible(var, epsilon):
         sums = kernels.channelSums(_planes(x), _planes(dy), _vec(mean), jit.parallelChunks())
         if allFinite(sums):
             dscale = (sums[1] * invStd).astype(np.float32).reshape(1, c, 1, 1)
@@ -249,7 +257,8 @@ def batchNormBackwardSums(x, dy, mean, var, epsilon):
 
 
 def batchNormBackwardData(x, dy, scale, mean, var, dscale, dbias, count, epsilon):
-    if _planFor(x)["backwardData"] != "numpy" and _finite(scale, mean, var, dscale, dbias):
+    if _planFor(x)["backwardData"] != "numpy" and _finite(scale, mean, var, dscale, dbias) and \
+            _divisible(var, epsilon):
         # dx = a * dy + k2 * x + k3 per channel, the batch statistics' terms folded into constants
         invStd = 1.0 / np.sqrt(np.asarray(var, np.float64).reshape(-1) + epsilon)
         a = np.asarray(scale, np.float64).reshape(-1) * invStd

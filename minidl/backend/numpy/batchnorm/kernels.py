@@ -17,6 +17,18 @@ from minidl.backend.numpy.elementwise.kernels import clipGradient, clipValue
 from minidl.backend.numpy.jit import chunk, prange
 
 
+# Division by a zero sqrt(var + epsilon) (a constant channel with an epsilon that rounds to zero in
+# float32, or a variance of exactly -epsilon) raises ZeroDivisionError in numba's compiled code, where
+# NumPy's formulas give infinities and NaN. The coefficients test for it and give x / +0 by hand
+# (_quotient), or report the channel not finite so the caller runs the NumPy formula.
+
+
+@jit.inline
+def _quotient(x, d):
+    """x / d in IEEE arithmetic for d >= 0 or NaN: x * inf (NaN for x = 0 or NaN) when d is zero."""
+    return x / d if d != 0 else x * np.inf
+
+
 # A batch norm fused with the in-place activation after it (ReLU or clip: minidl.containers.sequential)
 # clips its output as it writes it, and masks the incoming gradient by that output as it reads it:
 # the activation's two passes over memory are gone. The rules are the activation kernels' own
@@ -33,7 +45,7 @@ def _trainCoefficients(s, q, count, scale, bias, epsilon):
     sigma2 = q / count - mu * mu
     if sigma2 < 0.0:        # rounding below zero; NaN fails the comparison and stays NaN
         sigma2 = 0.0
-    a = np.float32(scale / np.sqrt(np.float32(sigma2) + epsilon))
+    a = np.float32(_quotient(scale, np.sqrt(np.float32(sigma2) + epsilon)))
     return mu, sigma2, a, np.float32(bias - np.float32(mu) * a)
 
 
@@ -42,7 +54,7 @@ def _backwardCoefficients(s1, s2, count, scale, mean, var, epsilon, useBatchStat
     """(a, k2, k3, dscale) of one channel from its sums of dy and dy * (x - mean), with
     dx = a*dy + k2*x + k3: the batch-statistics terms folded into per-channel constants."""
     mu = np.float64(mean)
-    invStd = 1.0 / np.sqrt(np.float64(var) + epsilon)
+    invStd = _quotient(1.0, np.sqrt(np.float64(var) + epsilon))
     a = scale * invStd
     k2 = -a * invStd * invStd * s2 / count if useBatchStats else 0.0
     k3 = -a * s1 / count - k2 * mu if useBatchStats else 0.0
@@ -85,7 +97,8 @@ def evalCoefficients(scale, bias, mean, var, epsilon, a, b):
     every a, bias and mean is finite: only then may the affine pass stand in for the formula."""
     finite = True
     for ci in range(a.shape[0]):
-        ai = np.float32(scale[ci] / np.float32(np.sqrt(np.float32(var[ci] + epsilon))))
+        d = np.float32(np.sqrt(np.float32(var[ci] + epsilon)))
+        ai = np.float32(scale[ci] / d) if d != 0 else np.float32(np.inf)       # inf: not finite, as NumPy's
         a[ci] = ai
         b[ci] = np.float32(bias[ci] - np.float32(mean[ci] * ai))
         if not (np.isfinite(ai) and np.isfinite(bias[ci]) and np.isfinite(mean[ci])):
