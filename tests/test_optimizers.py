@@ -217,9 +217,12 @@ def test_optimizer_load_checks_before_writing(backend):
     (lambda: RMSProp(epsilon=-1e-5), r"RMSProp: epsilon must be > 0, got -1e-05"),
     (lambda: AdaGrad(learnRate=np.float32("inf")), r"AdaGrad: learnRate must be a finite number >= 0"),
     (lambda: AdaGrad(epsilon=0.0), r"AdaGrad: epsilon must be > 0, got 0.0"),
+    (lambda: Adam(epsilon=1e-50), r"Adam: epsilon must be at least float32's smallest positive value "
+                                  r"\(1\.4\d*e-45\), got 1e-50"),
 ], ids=["sgd_lr_negative", "sgd_lr_nan", "sgd_lr_inf", "sgd_lr_bool", "sgd_lr_string", "mom_2", "mom_1", "mom_negative",
         "nesterov_mom_nan", "nesterov_lr_negative", "adam_alpha_negative", "adam_beta1_1", "adam_beta2_complex",
-        "adam_eps_0", "adam_eps_nan", "rmsprop_factor_1", "rmsprop_eps_negative", "adagrad_lr_inf", "adagrad_eps_0"])
+        "adam_eps_0", "adam_eps_nan", "rmsprop_factor_1", "rmsprop_eps_negative", "adagrad_lr_inf", "adagrad_eps_0",
+        "adam_eps_0_in_float32"])
 def test_constructors_refuse_hyperparameters_out_of_range(make, message):
     with pytest.raises(ValueError, match=message):
         make()

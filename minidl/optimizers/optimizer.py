@@ -14,7 +14,8 @@ Variable's ``wc`` adds L2 weight decay (g + wc * w); its ``learnRate`` and
 
 Hyperparameters are checked where they are set, in the constructor and in
 ``load``: each has one range in ``HYPERPARAMETER_RANGES`` (learning rates finite
-and >= 0, momentum and decay factors in [0, 1), epsilon finite and > 0);
+and >= 0, momentum and decay factors in [0, 1), epsilon finite, > 0 and not 0 in
+float32);
 anything else (NaN, inf, a bool, a string) raises ValueError naming the
 optimizer and the hyperparameter. Assigning the attribute later (a schedule)
 is not checked.
@@ -45,7 +46,7 @@ HYPERPARAMETER_RANGES = {
     "beta1": (0, 1, False, True),
     "beta2": (0, 1, False, True),
     "factor": (0, 1, False, True),
-    "epsilon": (0, None, True, False),
+    "epsilon": (0, None, True, False),      # and not 0 in float32 (_checkRange)
 }
 
 
@@ -282,7 +283,13 @@ class Optimizer:
 def _checkRange(owner, what, name, value):
     """realInRange over hyperparameter name's range, the message reading "<owner>: <what> must be ..."."""
     low, high, lowOpen, highOpen = HYPERPARAMETER_RANGES[name]
-    return realInRange(owner, what, value, low, high, lowOpen, highOpen)
+    value = realInRange(owner, what, value, low, high, lowOpen, highOpen)
+    if name == "epsilon" and np.float32(value) == 0:
+        # the updates run in float32, where it would be 0: sqrt(state) + 0 divides by zero (numba's
+        # kernels raised ZeroDivisionError there, the NumPy formulas gave NaN weights)
+        raise ValueError("%s: %s must be at least float32's smallest positive value (%r), got %r"
+                         % (owner, what, float(np.finfo(np.float32).smallest_subnormal), value))
+    return value
 
 
 def _scalar(group, key):

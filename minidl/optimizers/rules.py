@@ -2,7 +2,7 @@
 backend op (see minidl.backend.interface for the formulas). Constructors check
 every hyperparameter against its range (minidl.optimizers.optimizer's
 HYPERPARAMETER_RANGES): learnRate/alpha finite and >= 0; momRate, beta1, beta2
-and factor in [0, 1); epsilon finite and > 0. Anything else raises ValueError,
+and factor in [0, 1); epsilon finite, > 0 and not 0 in float32. Anything else raises ValueError,
 e.g. "MomentumSGD: momRate must be in [0, 1), got 2"."""
 
 from minidl.backend import ops
