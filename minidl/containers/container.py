@@ -31,8 +31,6 @@ def releaseGrad(child):
     child.grad = None
 
 
-
-
 class Container(Module):
     """The base of Sequential and Parallel (see minidl.containers.container); not used on its own.
 
