@@ -26,7 +26,10 @@ FLAT_MAX_PLANE = 256
 # on 2 cores (benchmarks/depthwise_batch.py: MobileNet shapes, 7x7 to 112x112, stride 1 and 2):
 # forward, the tall form 1.3-1.8x faster at one image, the two about even at 4, the flat one ahead
 # from 8; the fused backward, the tall form 1.4-2.2x faster at one image and ahead through 8, the two
-# even at 16 (each ahead on half the shapes), the flat one 1.05-1.9x faster at 32 and 64
+# even at 16 (each ahead on half the shapes), the flat one 1.05-1.9x faster at 32 and 64. Those
+# forwards were measured against the plain tall kernels. At stride 2 the phase planes (below) beat
+# the flat forward on 28x28 maps at batches 8-32 as well, yet such maps still go flat from 8: moving
+# the threshold there was not measured for whole steps (one such layer in MobileNetV1/V2 224).
 FLAT_MIN_BATCH = 8
 FLAT_MIN_BATCH_BACKWARD = 16
 # the tall forward at stride 2 ("tall-phases", tall.forwardStride2) computes half the rows of the
@@ -48,7 +51,6 @@ FLAT_MIN_BATCH_BACKWARD = 16
 #   14x14: flat ahead (2.5 vs 3.8 at 64), as on 16x16 (ad hoc, 64 maps: 0.52 vs 0.82 at 64).
 # At stride 2 the flat backward stays ahead or even from batch 16 on (its FLAT_MIN_BATCH_BACKWARD).
 PHASES_MIN_PLANE = 56 * 56
-
 
 
 def _flat(inshape, wshape, stride, pad, dilation):
