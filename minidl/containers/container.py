@@ -43,6 +43,7 @@ class Container(Module):
     def __init__(self, name=None):
         super().__init__(name)
         self.modules = {}
+        self._childrenReset = False     # whether reset() reached the children since their last pass
 
     # ---- children -------------------------------------------------------------------------------
 
@@ -196,7 +197,7 @@ class Container(Module):
         part-way leaves no output a backward pass could take for this one's. Nothing to do where the
         children were reset since their last pass (by a reset of this container, which is how an
         enclosing container releases it)."""
-        if not getattr(self, "_childrenReset", False):
+        if not self._childrenReset:
             for mod in self.modules.values():
                 mod.reset()
         self._childrenReset = False
@@ -226,7 +227,7 @@ class _ChildScope:
         return self
 
     def __exit__(self, kind, e, tb):
-        if e is None or not isinstance(e, Exception):
+        if not isinstance(e, Exception):        # none, or KeyboardInterrupt and the like: as they are
             return False
         if isinstance(e, ModuleError):
             e.within(self.container.name)       # the path grows in place; the error goes on as it is

@@ -63,9 +63,10 @@ class Workspace:
     such a loop hands some buffers back to malloc each step and takes new ones
     (MobileNetV2-0.5: 19 a step, 128 MB), which glibc serves from the memory
     just freed, those under its mmap threshold (measured: under 1 MB of page
-    faults a step; step times unchanged, benchmarks/RESULTS.md). A loop over ever new shapes (batch
-    sizes 1, 2, 3, ...) keeps recycling the pool rather than adding a new set of
-    buffers per shape. Thread-safe: one lock around the bookkeeping.
+    faults a step; step times unchanged, benchmarks/RESULTS.md). A loop over
+    ever new shapes (batch sizes 1, 2, 3, ...) keeps recycling the pool rather
+    than adding a new set of buffers per shape. Thread-safe: one lock around
+    the bookkeeping.
     """
 
     POOL_MIN = 1 << 18

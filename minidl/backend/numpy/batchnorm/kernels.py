@@ -97,8 +97,7 @@ def evalCoefficients(scale, bias, mean, var, epsilon, a, b):
     every a, bias and mean is finite: only then may the affine pass stand in for the formula."""
     finite = True
     for ci in range(a.shape[0]):
-        d = np.float32(np.sqrt(np.float32(var[ci] + epsilon)))
-        ai = np.float32(scale[ci] / d) if d != 0 else np.float32(np.inf)       # inf: not finite, as NumPy's
+        ai = np.float32(_quotient(scale[ci], np.float32(np.sqrt(np.float32(var[ci] + epsilon)))))
         a[ci] = ai
         b[ci] = np.float32(bias[ci] - np.float32(mean[ci] * ai))
         if not (np.isfinite(ai) and np.isfinite(bias[ci]) and np.isfinite(mean[ci])):
