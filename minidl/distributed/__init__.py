@@ -26,10 +26,11 @@ runs alone and never imports mpi4py. ``MINIDL_DISTRIBUTED=mpi`` or ``=none`` ove
 Importing minidl (or this package) never imports mpi4py: ``pip install 'minidl[mpi]'`` adds it.
 
 Under MPI, ``init()`` also makes a failing rank end the whole job: an uncaught exception prints
-``minidl.distributed: rank R of N failed`` with its traceback, then MPI_Abort stops every rank (they
-would otherwise wait forever for the failed one in their next collective). Waits poll with a
-timeout (MINIDL_DIST_TIMEOUT seconds, 300 by default, 0 for none), so a rank that stops without
-an exception (an early ``sys.exit``) makes the others raise DistributedTimeout, and abort.
+``minidl.distributed: rank R of N failed`` with its traceback and, half a second later (time for
+the launcher to forward it), MPI_Abort stops every rank (they would otherwise wait forever for the
+failed one in their next collective). Waits poll with a timeout (MINIDL_DIST_TIMEOUT seconds, 300
+by default, 0 for none), so a rank that stops without an exception (an early ``sys.exit``) makes
+the others raise DistributedTimeout, and abort.
 
 The pieces: ``DataParallel`` (minidl/distributed/dataparallel.py: bucketed, overlapped gradient
 averaging; its docstring says how), ``SyncBatchNorm2D`` (minidl/modules/syncbatchnorm.py),
@@ -38,6 +39,7 @@ averaging; its docstring says how), ``SyncBatchNorm2D`` (minidl/modules/syncbatc
 
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -50,6 +52,9 @@ from minidl.distributed.group import (  # noqa: F401
 from minidl.distributed.sampler import DistributedSampler  # noqa: F401
 
 _group = None
+
+# seconds a failing rank waits, after writing its traceback, before MPI_Abort (_installAbortHook)
+ABORT_GRACE_S = 0.5
 
 
 def init(mode=None, timeout=None):
@@ -157,6 +162,10 @@ def _installAbortHook(world):
                              % (world.rank, world.size, text))
             sys.stderr.flush()
             sys.stdout.flush()
+            # The launcher forwards this rank's output from a pipe, and MPICH's hydra kills every rank
+            # on MPI_Abort without draining it first: without a pause the message was lost in about
+            # one failure in seven (tests/test_distributed.py). Only a failing job pays it.
+            time.sleep(ABORT_GRACE_S)
         finally:
             world.abort(1)
     sys.excepthook = abortOnFailure
