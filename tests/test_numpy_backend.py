@@ -129,10 +129,40 @@ def test_workspace_hands_out_the_front_of_a_larger_free_buffer():
     assert ws.held == 8 * MIB and d.base is not None and d.base.size == MIB
 
 
-@pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, 1280)])
+@pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, "default")])
 def test_workspace_setting(text, mb):
-    from minidl.backend.numpy.array import workspaceLimit
+    from minidl.backend.numpy.array import defaultWorkspaceMB, workspaceLimit
+    mb = defaultWorkspaceMB() if mb == "default" else mb
     assert workspaceLimit({} if text is None else {"MINIDL_WORKSPACE_MB": text}) == mb * MIB
+
+
+@pytest.mark.parametrize("physicalMB,cgroups,mb", [
+    (16384, [], 4096),                      # a quarter of physical memory
+    (2048, [], 1280),                       # never under MIN_DEFAULT_WORKSPACE_MB
+    (65536, ["max"], 16384),                # cgroup v2 with no limit
+    (65536, ["8589934592"], 2048),          # a container limited to 8 GiB on a 64 GiB host
+    (65536, [None, "4294967296"], 1280),    # cgroup v1's file only: 4 GiB, a quarter under the floor
+    (65536, [None, "9223372036854771712"], 16384),     # v1's "no limit"
+    (None, [], 1280),                       # sysconf refuses: the floor
+])
+def test_workspace_default_is_a_quarter_of_memory(monkeypatch, tmp_path, physicalMB, cgroups, mb):
+    from minidl.backend.numpy import array
+
+    def sysconf(name):
+        if physicalMB is None:
+            raise ValueError("unrecognized configuration name")
+        return {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": physicalMB * 256}[name]
+
+    paths = []
+    for k, text in enumerate(cgroups + [None] * (2 - len(cgroups))):
+        path = tmp_path / ("limit%d" % k)
+        if text is not None:
+            path.write_text(text + "\n")
+        paths.append(str(path))
+    monkeypatch.setattr(array.os, "sysconf", sysconf)
+    monkeypatch.setattr(array, "_CGROUP_LIMITS", tuple(paths))
+    assert array.defaultWorkspaceMB() == mb
+    assert array.workspaceLimit({}) == mb * MIB
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "", "-5", "8GB"])
