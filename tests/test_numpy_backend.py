@@ -129,45 +129,96 @@ def test_workspace_hands_out_the_front_of_a_larger_free_buffer():
     assert ws.held == 8 * MIB and d.base is not None and d.base.size == MIB
 
 
-@pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, "default")])
-def test_workspace_setting(text, mb):
-    from minidl.backend.numpy.array import defaultWorkspaceMB, workspaceLimit
-    mb = defaultWorkspaceMB() if mb == "default" else mb
-    assert workspaceLimit({} if text is None else {"MINIDL_WORKSPACE_MB": text}) == mb * MIB
+@pytest.mark.parametrize("text,mb", [("0", 0), ("256", 256), (" 64 ", 64), (None, 3000)])
+def test_workspace_setting(monkeypatch, text, mb):
+    from minidl.backend.numpy import memlimit
+    monkeypatch.setattr(memlimit, "defaultWorkspaceMB", lambda: 3000)     # unset: the default, whatever it is
+    assert memlimit.workspaceLimit({} if text is None else {"MINIDL_WORKSPACE_MB": text}) == mb * MIB
 
 
-@pytest.mark.parametrize("physicalMB,cgroups,mb", [
-    (16384, [], 4096),                      # a quarter of physical memory
-    (2048, [], 1280),                       # never under MIN_DEFAULT_WORKSPACE_MB
-    (65536, ["max"], 16384),                # cgroup v2 with no limit
-    (65536, ["8589934592"], 2048),          # a container limited to 8 GiB on a 64 GiB host
-    (65536, [None, "4294967296"], 1280),    # cgroup v1's file only: 4 GiB, a quarter under the floor
-    (65536, [None, "9223372036854771712"], 16384),     # v1's "no limit"
-    (None, [], 1280),                       # sysconf refuses: the floor
-])
-def test_workspace_default_is_a_quarter_of_memory(monkeypatch, tmp_path, physicalMB, cgroups, mb):
-    from minidl.backend.numpy import array
+def _fakeMemory(monkeypatch, tmp_path, physicalMB, cgroups):
+    """memlimit reading a machine with physicalMB of memory (None: sysconf refuses, "gone": no
+    os.sysconf at all, as on Windows) and a fake /sys/fs/cgroup under tmp_path: cgroups maps
+    /proc/self/cgroup's lines to {directory below the mount point: limit file's text}."""
+    from minidl.backend.numpy import memlimit
 
     def sysconf(name):
         if physicalMB is None:
             raise ValueError("unrecognized configuration name")
         return {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": physicalMB * 256}[name]
 
-    paths = []
-    for k, text in enumerate(cgroups + [None] * (2 - len(cgroups))):
-        path = tmp_path / ("limit%d" % k)
-        if text is not None:
-            path.write_text(text + "\n")
-        paths.append(str(path))
-    monkeypatch.setattr(array.os, "sysconf", sysconf)
-    monkeypatch.setattr(array, "_CGROUP_LIMITS", tuple(paths))
-    assert array.defaultWorkspaceMB() == mb
-    assert array.workspaceLimit({}) == mb * MIB
+    if physicalMB == "gone":
+        monkeypatch.delattr(memlimit.os, "sysconf")
+    else:
+        monkeypatch.setattr(memlimit.os, "sysconf", sysconf)
+    mounts = []
+    for key, mount, name in memlimit._CGROUPS:
+        mounts.append((key, str(tmp_path / mount.strip("/")), name))
+    lines = []
+    for line, files in cgroups.items():
+        lines.append(line)
+        key = "0::" if line.startswith("0::") else "memory"
+        for _, mount, name in (m for m in mounts if m[0] == key):
+            for directory, text in files.items():
+                where = os.path.join(mount, directory.strip("/"))
+                os.makedirs(where, exist_ok=True)
+                with open(os.path.join(where, name), "wb") as f:
+                    f.write(text if isinstance(text, bytes) else text.encode() + b"\n")
+            break       # v2's files go to the first v2 mount point only
+    (tmp_path / "self_cgroup").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(memlimit, "_CGROUPS", tuple(mounts))
+    monkeypatch.setattr(memlimit, "_SELF_CGROUP", str(tmp_path / "self_cgroup"))
+    return memlimit
+
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize("physicalMB,cgroups,mb", [
+    (16384, {}, 4096),                                          # a quarter of physical memory
+    (16384 + 3, {}, 4096),                                      # rounded down to whole megabytes
+    (2048, {}, 1280),                                           # never under MIN_DEFAULT_WORKSPACE_MB
+    (65536, {"0::/": {"/": "max"}}, 16384),                     # cgroup v2 with no limit
+    (65536, {"0::/": {"/": str(8 * GiB)}}, 2048),               # a container of 8 GiB on a 64 GiB host
+    # a job's own cgroup, below the mount point, and its parent: the lowest of those set counts
+    (65536, {"0::/jobs/42": {"/jobs/42": str(12 * GiB), "/jobs": "max", "/": str(32 * GiB)}}, 3072),
+    (65536, {"0::/jobs/42": {"/jobs": str(10 * GiB)}}, 2560),   # set on the parent only
+    # v1: the memory controller's line, with other controllers beside it; its "no limit" value
+    (65536, {"4:memory,hugetlb:/docker/abc": {"/docker/abc": str(4 * GiB)}}, 1280),
+    (65536, {"4:memory:/": {"/": "9223372036854771712"}}, 16384),
+    # both hierarchies: the lower limit wins
+    (65536, {"0::/a": {"/a": str(20 * GiB)}, "4:memory:/b": {"/b": str(6 * GiB)}}, 1536),
+    # a path the mount does not show (a container's cgroup mounted at its root): the walk reaches it
+    (65536, {"4:memory:/docker/abc": {"/": str(16 * GiB)}}, 4096),
+    # unreadable or odd files are no limit
+    (65536, {"0::/": {"/": ""}}, 16384),
+    (65536, {"0::/": {"/": "-1"}}, 16384),
+    (65536, {"0::/": {"/": b"\xb2\xff"}}, 16384),
+    (65536, {"0::/": {"/": "\u00b2"}}, 16384),                   # a superscript two (isdigit() says yes)
+    (None, {}, 1280),                                           # sysconf refuses, no cgroups: the floor
+    ("gone", {}, 1280),                                         # no os.sysconf (Windows)
+    (None, {"0::/": {"/": str(64 * GiB)}}, 16384),              # the cgroup's limit alone
+])
+def test_workspace_default_is_a_quarter_of_the_memory_the_process_may_use(monkeypatch, tmp_path, physicalMB,
+                                                                         cgroups, mb):
+    memlimit = _fakeMemory(monkeypatch, tmp_path, physicalMB, cgroups)
+    assert memlimit.defaultWorkspaceMB() == mb
+    assert memlimit.workspaceLimit({}) == mb * MIB
+
+
+def test_workspace_default_on_this_machine_is_sane():
+    from minidl.backend.numpy import memlimit
+    from minidl.backend.numpy.array import workspace
+    physical = memlimit.physicalMemory()
+    if physical is not None:
+        assert 1280 <= memlimit.defaultWorkspaceMB() <= max(1280, physical // 4 >> 20)
+    if "MINIDL_WORKSPACE_MB" not in os.environ:
+        assert workspace.limit == memlimit.defaultWorkspaceMB() * MIB
 
 
 @pytest.mark.parametrize("text", ["abc", "1.5", "", "-5", "8GB"])
 def test_workspace_bad_setting_names_the_variable(text):
-    from minidl.backend.numpy.array import workspaceLimit
+    from minidl.backend.numpy.memlimit import workspaceLimit
     with pytest.raises(ValueError, match=r"MINIDL_WORKSPACE_MB must be a whole number of megabytes.*got "
                                          + re.escape(repr(text))):
         workspaceLimit({"MINIDL_WORKSPACE_MB": text})

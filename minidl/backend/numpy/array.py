@@ -7,62 +7,12 @@ wrap their results with ``host()``.
 """
 
 import math
-import os
-import re
 import sys
 import threading
 
 import numpy as np
 
-
-# The workspace's limit when MINIDL_WORKSPACE_MB is unset: a quarter of the memory the process may
-# use (defaultWorkspaceMB), never under MIN_DEFAULT_WORKSPACE_MB. The pool never keeps more than its
-# buffers in use ever took at once (Workspace), so a high limit keeps no more than a pass needed; it
-# caps what a process that once needed more keeps afterwards. A limit below a step's needs costs
-# time: each step allocates the excess afresh, in blocks that come from mmap and page-fault anew.
-# Measured against the fixed 1280 MB this replaces (2 cores, 24 GB: the new default is 6 GB),
-# alternating fresh processes: full-width MobileNets at 224x224 and batch 32, whose steps keep 1.5
-# GB (V1) and 1.9 GB (V2) of buffers in use at once, trained in 1096-1188 ms a step instead of
-# 1342-1357 (V1) and 1245-1316 instead of 1375-1637 (V2), at a peak RSS 43-49 MB higher; the
-# MobileNet-0.5 steps at batch 64 on 32x32 inputs (346 MB and 496 MB) and one forward per batch
-# size 1..60 on MobileNetV2-0.5 (721 MB peak RSS) stay under either limit.
-MIN_DEFAULT_WORKSPACE_MB = 1280
-
-
-def defaultWorkspaceMB():
-    """MINIDL_WORKSPACE_MB's value when it is unset: a quarter of the memory this process may use
-    (physical memory, or the container's cgroup limit where that is lower), at least
-    MIN_DEFAULT_WORKSPACE_MB (that alone where the system does not say)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return MIN_DEFAULT_WORKSPACE_MB
-    for path in _CGROUP_LIMITS:
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except OSError:
-            continue
-        if text.isdigit():              # "max" (v2) means none
-            total = min(total, int(text))
-    return max(MIN_DEFAULT_WORKSPACE_MB, total // 4 >> 20)
-
-
-# where a container's memory limit is read (cgroup v2, then v1; v1 writes a huge number for none)
-_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-
-
-def workspaceLimit(environ=os.environ):
-    """The workspace pool's limit in bytes, from MINIDL_WORKSPACE_MB (megabytes, a whole number >= 0;
-    0 pools nothing) or defaultWorkspaceMB() when unset. ValueError naming the variable otherwise."""
-    text = environ.get("MINIDL_WORKSPACE_MB")
-    if text is None:
-        return defaultWorkspaceMB() << 20
-    if re.fullmatch(r"\s*[0-9]+\s*", text) is None:
-        raise ValueError("MINIDL_WORKSPACE_MB must be a whole number of megabytes, 0 or more (0 turns the "
-                         "NumPy backend's buffer pool off; unset means %d, a quarter of this machine's "
-                         "memory), got %r" % (defaultWorkspaceMB(), text))
-    return int(text) << 20
+from minidl.backend.numpy.memlimit import workspaceLimit
 
 
 class Workspace:
