@@ -137,6 +137,9 @@ class Workspace:
     def _drop(self, free, need):
         """Drop buffers of free (_free's list), least recently handed out first, until need bytes
         are dropped or none is left. The caller holds the lock."""
+        if need <= 0:
+            # the usual case (a pool under its peak): no sort, and no rebuild of every bucket
+            return
         dropped = set()
         for _, nbytes, key in sorted(free):
             if need <= 0:
