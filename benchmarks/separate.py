@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from cases import CONV_CASES, SEPARATE_MODEL_CASES as MODEL_CASES  # noqa: E402
+from cases import CONV_CASES, SEPARATE_MODEL_CASES as MODEL_CASES, modeParts  # noqa: E402
 
 SIDES = ("minidl", "torch", "onnxruntime")
 
@@ -108,12 +108,22 @@ def _minidlCase(case, args):
             labels = gpuarray.to_gpu(np.random.randint(0, classes, batch).astype(np.int32))
             out[mode] = _timed(minidlTrainStep(net, x, labels), args.warmup, args.repeat, args.min_run_ms)
         else:
+            _, folded, nograd = modeParts(mode)
             net.evalMode()
             model = net
-            if mode.endswith("_folded"):
+            if folded:
                 from minidl.inference import foldBatchNorm
                 model = foldBatchNorm(net)
-            out[mode] = _timed(lambda: model(x), args.warmup, args.repeat, args.min_run_ms)
+            if nograd:
+                import minidl
+
+                def infer():
+                    with minidl.noGrad():
+                        model(x)
+            else:
+                def infer():
+                    model(x)
+            out[mode] = _timed(infer, args.warmup, args.repeat, args.min_run_ms)
     from minidl.backend.numpy import jit
     info["threads"] = jit.numThreads()
     return out, info
@@ -178,7 +188,7 @@ def _torchCase(case, args):
         else:
             tnet.eval()
             model = tnet
-            if mode.endswith("_folded"):
+            if modeParts(mode)[1]:      # folded (PyTorch's eval always runs inside no_grad)
                 from torch.fx.experimental.optimization import fuse
                 model = fuse(tnet)      # a folded copy; tnet stays as it is
 
@@ -307,7 +317,8 @@ def drive(args, baseEnv=None):
             for other in sides[1:]:
                 ratios = [rd["minidl"]["ms"][mode] / rd[other]["ms"][mode] for rd in rounds if mode in rd[other]["ms"]]
                 row["ratio_" + other] = statistics.median(ratios) if ratios else None
-            plain = mode[:-len("_folded")] if mode.endswith("_folded") else None
+            base, folded, _ = modeParts(mode)
+            plain = base if folded else None
             if plain and "torch" in sides and all(plain in rd["torch"]["ms"] for rd in rounds):
                 # minidl folded against PyTorch's plain eval, the comparison for users who fold
                 row["ratio_torch_plain"] = statistics.median(rd["minidl"]["ms"][mode] / rd["torch"]["ms"][plain]

@@ -8,6 +8,7 @@ optimizers subtract them.
 from minidl.anomaly import detectAnomaly  # noqa: F401
 from minidl.backend import backendName, setBackend  # noqa: F401
 from minidl.errors import BackendError, LoadError, ModuleError  # noqa: F401
+from minidl.nograd import noGrad  # noqa: F401
 
 __version__ = "0.1.0"
 

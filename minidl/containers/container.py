@@ -20,8 +20,12 @@ new ones beside them. Replaced one child at a time, each old output lived on in 
 ``inData`` while its successor was computed. During a pass a child not yet run holds None, and a
 pass that fails part-way leaves the container no output to run backward from; an array the caller
 kept a reference to is never reused (the workspace counts references).
+
+Inside ``minidl.noGrad()`` a container also lets go of each child's output once every child reading it
+has run (minidl/nograd.py says why); its own output stays, and backward raises.
 """
 
+from minidl import nograd
 from minidl.errors import ModuleError
 from minidl.module import Module
 
@@ -44,6 +48,7 @@ class Container(Module):
         super().__init__(name)
         self.modules = {}
         self._childrenReset = False     # whether reset() reached the children since their last pass
+        self._passWithoutGrad = False   # whether the last forward ran inside minidl.noGrad()
 
     # ---- children -------------------------------------------------------------------------------
 
@@ -196,12 +201,24 @@ class Container(Module):
         (see the module docstring), and of this container's own output, so that a pass that fails
         part-way leaves no output a backward pass could take for this one's. Nothing to do where the
         children were reset since their last pass (by a reset of this container, which is how an
-        enclosing container releases it)."""
+        enclosing container releases it). Returns whether this pass runs inside minidl.noGrad(), where
+        the container lets go of each child's output once its readers have run."""
         if not self._childrenReset:
             for mod in self.modules.values():
                 mod.reset()
         self._childrenReset = False
         self.data = None
+        self._passWithoutGrad = nograd.isEnabled()
+        return self._passWithoutGrad
+
+    def checkBackward(self):
+        """ModuleError unless the last forward pass left what a backward pass needs: it ran, and not
+        inside minidl.noGrad() (which let go of the children's outputs)."""
+        if self.data is None:
+            raise self.error("backward called before a forward pass")
+        if self._passWithoutGrad:
+            raise self.error("backward after a forward pass run inside minidl.noGrad(), which kept no output of "
+                             "the children; run the forward outside the block to train or take gradients")
 
     def checkDataType(self, dtype, what="input"):
         """Accept any dtype: each child checks its own input (what names the array, as for Module)."""

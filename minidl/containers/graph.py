@@ -276,15 +276,29 @@ class Graph(Container):
     # ---- forward / backward ---------------------------------------------------------------------
 
     def updateData(self, data):
-        self.releaseLastPass()      # and this graph's own values, just below
+        lean = self.releaseLastPass()      # and this graph's own values, just below
         self.values = values = dict(zip(self.inputs, self._split(data, "input")))
+        unread = dict(self._readers) if lean else None      # reads still to come (an output's never comes)
         for name, mod in self.modules.items():
             x = self.gather(values, name)
             if getattr(mod, "inplace", False) and not isinstance(x, list) and self._shared(x, values, name):
                 x = ops.copy(x)         # the module would write over an array something else still reads
             with self.childScope(mod):
                 values[name] = mod(x)
+            if lean:
+                mod.inData = None
+                self._releaseRead(name, values, unread)
         self.data = self._joined(values, self.outputs)
+
+    def _releaseRead(self, name, values, unread):
+        """Under minidl.noGrad(), after node name has run: let go of each value it read whose readers
+        have all run (the value, and the node's module that computed it)."""
+        for src, _ in self.wiring[name]:
+            unread[src] -= 1
+            if unread[src] == 0:
+                values[src] = None
+                if src in self.modules:
+                    self.modules[src].reset()
 
     def _shared(self, x, values, name):
         """Whether array x, the one value node name reads, may be read by anything but that node."""
@@ -312,8 +326,7 @@ class Graph(Container):
         return False
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
-        if self.data is None:
-            raise self.error("backward called before a forward pass")
+        self.checkBackward()
         pending = {}        # value name -> [(element index or None, gradient)], filled by its readers
         for name, g in zip(self.outputs, self._split(grad, "gradient")):
             pending.setdefault(name, []).append((None, g))

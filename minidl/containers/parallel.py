@@ -30,16 +30,17 @@ class Parallel(Container):
                                 "a single array of shape %s" % (tuple(shape),)))
 
     def updateData(self, data):
-        self.releaseLastPass()
+        lean = self.releaseLastPass()
         out = []
         for mod, x in zip(self.modules.values(), data):
             with self.childScope(mod):
                 out.append(mod(x))
+            if lean:
+                mod.inData = None       # its output is part of ours, so it stays
         self.data = out
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
-        if self.data is None:
-            raise self.error("backward called before a forward pass")
+        self.checkBackward()
         if not isinstance(grad, (list, tuple)) or len(grad) != len(self.modules):
             raise self.error("expected a list of %d grads, got %s" % (len(self.modules), type(grad).__name__))
         out = []

@@ -61,9 +61,10 @@ class Sequential(Container):
 
     def updateData(self, data):
         mods = list(self.modules.values())
-        self.releaseLastPass()
+        lean = self.releaseLastPass()
         self._fused = fused = set()
         debug = anomaly.isEnabled()
+        done = 0        # under noGrad: the children before this one have been reset
         for i, mod in enumerate(mods):
             if id(mod) in fused:
                 # what the in-place activation would leave: its input and output are its output
@@ -79,11 +80,16 @@ class Sequential(Container):
             finally:
                 # taken by the batch norm's pass; left over only where its input was refused
                 vars(mod).pop("_fuseNext", None)
+            if lean:
+                # mod has read the outputs before it (a fused activation's too: it is the batch norm's)
+                for prev in mods[done:i]:
+                    prev.reset()
+                done = i
+                mod.inData = None
         self.data = data
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
-        if self.data is None:
-            raise self.error("backward called before a forward pass")
+        self.checkBackward()
         mods = list(self.modules.values())
         for i in range(len(mods) - 1, -1, -1):
             mod = mods[i]

@@ -50,6 +50,7 @@ from minidl.cost import CrossEntropy
 from minidl.datasets.loader import Loader
 from minidl.handlers.history import History
 from minidl.handlers.progress import progress
+from minidl.nograd import noGrad
 from minidl.optimizers import clipping
 from minidl.optimizers.schedules import Schedule
 from minidl.shapes import realInRange
@@ -284,7 +285,8 @@ class Trainer(Handler):
 class Validator(Handler):
     """Mean validation error of net over a dataset under cost (the error rate for CrossEntropy, the
     mean loss otherwise), in eval mode, in batches of batchsize (128), onBatchFinish(validator)
-    called after each. ``error`` holds the last result."""
+    called after each. ``error`` holds the last result. The forward passes run inside
+    minidl.noGrad(): a container net keeps its own output, not its children's."""
 
     def __init__(self, net, cost, onBatchFinish=None, batchsize=128):
         super().__init__(net, onBatchFinish, batchsize)
@@ -298,7 +300,8 @@ class Validator(Handler):
         self.cost.resetAccumulator()
         for start in self._batches(data.shape[0]):
             self.currBatch += 1
-            self.net(data[start:start + self.batchsize])
+            with noGrad():
+                self.net(data[start:start + self.batchsize])
             self.cost.validate(self.net.data, target[start:start + self.batchsize])
             self._batchDone()
         self.error = self.cost.getMeanError()
@@ -321,7 +324,8 @@ class Validator(Handler):
 
 class Calculator(Handler):
     """The outputs of net over a dataset, gathered on the host, in eval mode, in batches of batchsize
-    (128), onBatchFinish(calculator) called after each."""
+    (128), onBatchFinish(calculator) called after each. The forward passes run inside
+    minidl.noGrad(), as Validator's."""
 
     def calc(self, data):
         """net's outputs for backend array data, concatenated into one host array."""
@@ -329,7 +333,8 @@ class Calculator(Handler):
         out = []
         for start in self._batches(data.shape[0]):
             self.currBatch += 1
-            out.append(self.net(data[start:start + self.batchsize]).get())
+            with noGrad():
+                out.append(self.net(data[start:start + self.batchsize]).get())
             self._batchDone()
         return np.concatenate(out)
 

@@ -1,0 +1,64 @@
+"""Forward passes that no backward pass follows: ``with minidl.noGrad(): net(x)``.
+
+By default a container keeps every child's output (``module.data``, as PuzzleLib does), so that a
+backward pass can run and so that any layer's output can be read after the pass. Inside a
+``noGrad()`` block containers instead let go of each child's output once every child that reads it
+has run (in a Sequential, once the next child has; in a Graph, once its last reader has): only the
+container's own output stays, as PyTorch's ``torch.no_grad()`` forward frees each intermediate
+tensor once it has been read. The results are the same, bit for bit; what changes is memory and
+where each output is written:
+
+- memory: a forward holds a few outputs at a time instead of all of them (MobileNetV2 at 224x224
+  and batch 64: all of its outputs take 3.3 GB);
+- speed: on the NumPy backend the workspace hands a released buffer out again to a later layer
+  while it is still in the cache, instead of writing each output into a buffer untouched since
+  the last pass (measured in benchmarks/RESULTS.md: MobileNetV1 / V2 at 224x224, batch 1,
+  ~10-15% faster on 2 cores).
+
+After such a pass the containers' children hold no ``data``; backward raises a ModuleError saying
+the pass ran under noGrad. The mode (train or eval) is unchanged by it: batch norm in train mode
+still uses and updates the batch statistics. A single module that is not a container keeps its
+output as always. The block's effect is per thread (a model trained in another thread keeps its
+outputs); blocks nest, and the previous state comes back when one ends, by an exception too.
+Validator and Calculator (minidl.handlers) run their forward passes in one.
+
+Usage::
+
+    net.evalMode()
+    with minidl.noGrad():
+        probs = net(x).get()
+"""
+
+import threading
+
+_local = threading.local()
+
+
+def isEnabled():
+    """Whether this thread is inside a noGrad() block."""
+    return getattr(_local, "depth", 0) > 0
+
+
+class noGrad:
+    """Context manager: forward passes inside the block keep only each container's own output (see
+    minidl.nograd's docstring). Per thread; blocks nest. Takes no arguments.
+
+    Example::
+
+        >>> from minidl.containers import Sequential
+        >>> from minidl.modules import Activation, Linear, relu
+        >>> net = Sequential("net").append(Linear(4, 3, name="fc")).append(Activation(relu, name="act"))
+        >>> net.evalMode()
+        >>> with minidl.noGrad():
+        ...     y = net(gpuarray.to_gpu(np.ones((2, 4), np.float32)))
+        >>> y.shape, net["fc"].data is None, net.data is y
+        ((2, 3), True, True)
+    """
+
+    def __enter__(self):
+        _local.depth = getattr(_local, "depth", 0) + 1
+        return self
+
+    def __exit__(self, kind, error, tb):
+        _local.depth -= 1
+        return False

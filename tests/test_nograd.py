@@ -1,0 +1,208 @@
+"""minidl.noGrad(): forward passes that keep only each container's own output.
+
+Its claim is that nothing but memory changes: the outputs are those of the same pass outside the
+block, bit for bit (that pass is held to independent references by the model and layer tests), and
+what the block lets go of is exactly what no later child reads. The tests check the outputs, which
+arrays are still held afterwards, that backward refuses such a pass, that training afterwards is
+unaffected, and that the switch is per thread and survives errors.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import nograd
+from minidl.backend import gpuarray
+from minidl.containers import Graph, Node, Parallel, Sequential
+from minidl.errors import ModuleError
+from minidl.handlers import Calculator, Validator
+from minidl.cost import CrossEntropy
+from minidl.models import loadMobileNetV1, loadMobileNetV2, loadMobileNetV3
+from minidl.modules import Activation, Add, BatchNorm2D, Conv2D, Identity, Linear, Replicate, relu
+
+
+def _leaves(module):
+    children = getattr(module, "modules", None)
+    if not children:
+        yield module
+        return
+    for child in children.values():
+        yield from _leaves(child)
+
+
+def _held(net):
+    """The leaves that still hold an output after a pass, other than the model's own output."""
+    out = net.data if isinstance(net.data, list) else [net.data]
+    return [mod.name for mod in _leaves(net) if mod.data is not None and not any(mod.data is o for o in out)]
+
+
+def _v3small(**kwargs):
+    return loadMobileNetV3("small", **kwargs)
+
+
+@pytest.mark.parametrize("loader", [loadMobileNetV1, loadMobileNetV2, _v3small], ids=["v1", "v2", "v3-small"])
+def test_mobilenets_give_the_same_output_and_keep_only_it(backend, loader):
+    """V1 is a chain; V2 nests Replicate / Parallel / Add residual blocks; V3 has Graph blocks whose input
+    is read twice (squeeze-and-excitation, the skip connection)."""
+    net = loader(width=0.35, numClasses=10, smallInput=True, dropout=0)
+    net.evalMode()
+    x = gpuarray.to_gpu(np.random.rand(2, 3, 16, 16).astype(np.float32))
+    want = net(x).get()
+    assert len(_held(net)) > 20             # a pass outside the block keeps every layer's output
+    with minidl.noGrad():
+        got = net(x)
+    np.testing.assert_array_equal(got.get(), want)
+    assert net.data is got
+    assert _held(net) == []
+    assert all(mod.inData is None for mod in _leaves(net))
+    # and the next pass outside the block keeps everything again
+    np.testing.assert_array_equal(net(x).get(), want)
+    assert len(_held(net)) > 20
+
+
+def _trainable():
+    return (Sequential("net")
+            .append(Conv2D(3, 4, 3, pad=1, name="conv")).append(BatchNorm2D(4, name="bn"))
+            .append(Activation(relu, name="act", inplace=True))
+            .append(Replicate(2, name="split"))
+            .append(Parallel("branches").append(Conv2D(4, 4, 3, pad=1, name="body")).append(Identity(name="skip")))
+            .append(Add(name="add")))
+
+
+def test_backward_refuses_a_nograd_pass_and_training_after_it_is_unaffected(backend):
+    net, twin = _trainable(), _trainable()
+    for mod, other in zip(_leaves(net), _leaves(twin)):
+        for key, var in mod.vars.items():
+            other.vars[key].data.set(var.data.get())
+    x = gpuarray.to_gpu(np.random.randn(2, 3, 6, 6).astype(np.float32))
+    dy = gpuarray.to_gpu(np.random.randn(2, 4, 6, 6).astype(np.float32))
+
+    with minidl.noGrad():
+        y = net(x).get()
+    np.testing.assert_array_equal(y, twin(x).get())    # train mode: the batch's statistics, in both
+    # the batch norm's running statistics moved as in the pass outside the block
+    for key in ("mean", "var"):
+        np.testing.assert_array_equal(net["bn"].attrs[key].get(), twin["bn"].attrs[key].get())
+    with pytest.raises(ModuleError, match=r"Sequential 'net': backward after a forward pass run inside "
+                                          r"minidl.noGrad\(\)"):
+        net.backward(dy)
+
+    # a pass outside the block trains as if the refused one had never been tried
+    net(x)
+    twin(x)
+    gx, gtwin = net.backward(dy).get(), twin.backward(dy).get()
+    np.testing.assert_array_equal(gx, gtwin)
+    for mod, other in zip(_leaves(net), _leaves(twin)):
+        for key, var in mod.vars.items():
+            np.testing.assert_array_equal(var.grad.get(), other.vars[key].grad.get())
+
+
+def test_graph_lets_go_of_a_value_after_its_last_reader_and_keeps_its_outputs(backend):
+    """x is read by conv and by the skip add; "act" is an output and also read by "scaled": kept."""
+    graph = Graph(inputs="x", outputs=["act", "add"], name="g", nodes=[
+        Node(Conv2D(4, 4, 3, pad=1, name="conv"), inputs="x"),
+        Node(BatchNorm2D(4, name="bn"), inputs="conv"),
+        Node(Activation(relu, name="act"), inputs="bn"),
+        Node(Add(name="add"), inputs=["act", "x"]),
+    ])
+    graph.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(2, 4, 5, 5).astype(np.float32))
+    want = [a.get() for a in graph(x)]
+    with minidl.noGrad():
+        got = graph(x)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g.get(), w)
+    assert graph["conv"].data is None and graph["bn"].data is None
+    assert graph["act"].data is got[0] and graph["add"].data is got[1]
+    assert graph.values["conv"] is None and graph.values["bn"] is None and graph.values["x"] is None
+    with pytest.raises(ModuleError, match="noGrad"):
+        graph.backward([gpuarray.to_gpu(np.ones((2, 4, 5, 5), np.float32))] * 2)
+
+
+def test_a_value_read_by_several_nodes_lives_until_the_last_has_run(backend):
+    """"x" feeds three nodes in turn; releasing it after the first read would fail the later ones."""
+    graph = Graph(inputs="x", outputs="sum", name="fan", nodes=[
+        Node(Linear(3, 3, name="a"), inputs="x"),
+        Node(Linear(3, 3, name="b"), inputs="a"),
+        Node(Linear(3, 3, name="c"), inputs="a"),
+        Node(Add(name="sum"), inputs=["b", "c", "a"]),
+    ])
+    graph.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(4, 3).astype(np.float32))
+    want = graph(x).get()
+    with minidl.noGrad():
+        np.testing.assert_array_equal(graph(x).get(), want)
+    assert [graph[n].data is None for n in ("a", "b", "c")] == [True, True, True]
+
+
+def test_the_switch_is_per_thread_nests_and_survives_errors(backend):
+    net = Sequential("net").append(Linear(3, 3, name="fc")).append(Activation(relu, name="act"))
+    net.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(2, 3).astype(np.float32))
+    seen = {}
+
+    def other():
+        seen["enabled"] = nograd.isEnabled()
+        net2 = Sequential("net2").append(Linear(3, 3, name="fc")).append(Activation(relu, name="act"))
+        net2(x)
+        seen["kept"] = net2["fc"].data is not None
+
+    with minidl.noGrad():
+        with minidl.noGrad():
+            assert nograd.isEnabled()
+        assert nograd.isEnabled()       # the outer block still holds
+        worker = threading.Thread(target=other)
+        worker.start()
+        worker.join()
+    assert seen == {"enabled": False, "kept": True}
+    assert not nograd.isEnabled()
+
+    with pytest.raises(ModuleError):
+        with minidl.noGrad():
+            net(gpuarray.to_gpu(np.zeros((2, 5), np.float32)))       # refused: 5 features, not 3
+    assert not nograd.isEnabled()
+    net(x)
+    assert net["fc"].data is not None
+
+
+def test_validator_and_calculator_run_inside_nograd(backend):
+    net = Sequential("net").append(Linear(6, 4, name="fc")).append(Activation(relu, name="act"))
+    x = np.random.randn(10, 6).astype(np.float32)
+    labels = np.random.randint(0, 4, 10).astype(np.int32)
+    net.evalMode()
+    want = net(gpuarray.to_gpu(x)).get()
+    wrong = np.mean(want.argmax(axis=1) != labels)
+    out = Calculator(net, batchsize=4).calc(gpuarray.to_gpu(x))
+    np.testing.assert_array_equal(out, want)
+    assert net["fc"].data is None
+    error = Validator(net, CrossEntropy(), batchsize=4).validate(gpuarray.to_gpu(x), gpuarray.to_gpu(labels))
+    assert error == pytest.approx(wrong)
+    assert net["fc"].data is None
+
+
+def test_the_workspace_holds_a_few_outputs_instead_of_all(backend, monkeypatch):
+    """NumPy backend: eight 512 KB outputs in a chain; the pool's peak in use is what was held at once."""
+    if backend != "numpy":
+        pytest.skip("the NumPy backend's workspace")
+    from minidl.backend.numpy import array
+    net = Sequential("chain")
+    for i in range(8):
+        net.append(Linear(256, 256, name="fc%d" % i))
+    net.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(512, 256).astype(np.float32))
+    size = 512 * 256 * 4
+    peaks = []
+    for lean in (False, True):
+        monkeypatch.setattr(array, "workspace", array.Workspace(1 << 30))
+        if lean:
+            with minidl.noGrad():
+                net(x)
+        else:
+            net(x)
+        peaks.append(array.workspace.peakInUse // size)
+        net.reset()
+    # all eight outputs outside the block; inside, the one being written and the one it reads (each let
+    # go of once its reader has run)
+    assert peaks == [8, 2]
