@@ -3,6 +3,7 @@
     python benchmarks/opprofile.py                                  # V1-0.5, CIFAR, batch 64, train
     python benchmarks/opprofile.py --model v1 --width 1 --size 224 --batch 1 --mode eval
     python benchmarks/opprofile.py --width 1 --size 224 --batch 1 --mode eval --fold   # BN folded
+    python benchmarks/opprofile.py --width 1 --size 224 --batch 1 --mode eval --nograd # minidl.noGrad()
     python benchmarks/opprofile.py --first torch                    # with PyTorch imported first
     python benchmarks/opprofile.py --shapes batchNormTrain,activation   # one row per op and shape
     python benchmarks/opprofile.py --side torch --shapes aten::mkldnn_convolution   # PyTorch's step
@@ -43,13 +44,14 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--fold", action="store_true", help="eval: fold batch norm into the convs first "
                    "(minidl.inference.foldBatchNorm)")
+    p.add_argument("--nograd", action="store_true", help="eval: run the forward inside minidl.noGrad()")
     p.add_argument("--first", choices=("torch", "sklearn"), help="import this library before minidl")
     p.add_argument("--shapes", default="", help="comma-separated ops to break down by input shape")
     p.add_argument("--side", choices=("minidl", "torch"), default="minidl",
                    help="profile minidl's step (default) or PyTorch's on the mirrored model")
     args = p.parse_args()
-    if args.fold and args.mode != "eval":
-        p.error("--fold folds batch norm for inference: it needs --mode eval")
+    if (args.fold or args.nograd) and args.mode != "eval":
+        p.error("--fold and --nograd are for inference: they need --mode eval")
     if args.side == "torch":
         if args.first:
             p.error("--first is for minidl's side")
@@ -79,8 +81,13 @@ def main():
             from minidl.inference import foldBatchNorm
             net = foldBatchNorm(net, inplace=True)
 
+        import minidl
+        import contextlib
+        scope = minidl.noGrad if args.nograd else contextlib.nullcontext
+
         def step():
-            net(x)
+            with scope():
+                net(x)
 
     timeSteps = _stepTimer(step, args)
     plain = timeSteps()
@@ -125,9 +132,11 @@ def _stepTimer(step, args):
 
 
 def _title(args, side, plain, timedMs, inOps):
-    print("%sMobileNet%s-%g, %dx%d, batch %d, %s step%s: %.1f ms (%.1f with the timers), %.1f ms in %s ops, "
+    extra = "".join(", %s" % what for what, on in (("folded", args.fold),
+                                                   ("inside minidl.noGrad()", args.nograd and not side)) if on)
+    print("%sMobileNet%s-%g, %dx%d, batch %d, %s step%s%s: %.1f ms (%.1f with the timers), %.1f ms in %s ops, "
           "%.1f outside" % (side, args.model.upper(), args.width, args.size, args.size, args.batch, args.mode,
-                             ", %s imported first" % args.first if args.first else "", plain, timedMs, inOps,
+                             extra, ", %s imported first" % args.first if args.first else "", plain, timedMs, inOps,
                              "profiled" if side else "backend", timedMs - inOps))
 
 
