@@ -200,6 +200,22 @@ def convArgs(kind, inmaps, outmaps, groups, size, stride, pad, dilation):
     return (inmaps, outmaps, groups, *pairs)
 
 
+def checkOut(op, x, out, overlaps):
+    """Check out, the array an op is asked to write its result into (None: a new one): C-contiguous
+    float32 of x's shape, and x itself or an array that does not overlap x (overlaps: whether out is
+    not x but shares memory with it, as the backend tells). Both backends check here; ValueError
+    naming op otherwise."""
+    if out is None:
+        return
+    if tuple(out.shape) != tuple(x.shape) or out.dtype != "float32" or not out.flags.c_contiguous:
+        raise ValueError("%s: out must be a C-contiguous float32 array of shape %s, got %s %s%s"
+                         % (op, tuple(x.shape), out.dtype, tuple(out.shape),
+                            "" if out.flags.c_contiguous else " (not contiguous)"))
+    if overlaps:
+        raise ValueError("%s: out must be the input itself or not overlap it; it shares part of its memory"
+                         % op)
+
+
 def fusedActivation(op, act, inshape=None, y=None):
     """Check act, the activation a batch-norm op fuses into its output: None, or (kind, alpha, beta)
     with kind "relu" or "clip" (the backend contract's batchNormTrain). With inshape (the backward),

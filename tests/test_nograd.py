@@ -206,3 +206,120 @@ def test_the_workspace_holds_a_few_outputs_instead_of_all(backend, monkeypatch):
     # all eight outputs outside the block; inside, the one being written and the one it reads (each let
     # go of once its reader has run)
     assert peaks == [8, 2]
+
+
+def _recordBatchNormEval(monkeypatch):
+    """[whether each batchNormEval call wrote over its input], filled as the model runs."""
+    import minidl.backend as B
+    backend = B.current()
+    real, calls = backend.batchNormEval, []
+
+    def recorded(x, *args, out=None, **kwargs):
+        calls.append(out is x)
+        return real(x, *args, out=out, **kwargs)
+    monkeypatch.setattr(backend, "batchNormEval", recorded)
+    return calls
+
+
+def test_an_eval_batch_norm_writes_over_a_new_layer_output_inside_nograd_only(backend, monkeypatch):
+    """Over a conv's output: yes. Over the Sequential's input, or what an Identity passes on (which may
+    be anyone's array): no. Outside the block, or in train mode: never."""
+    net = (Sequential("net")
+           .append(BatchNorm2D(4, name="bn0"))                            # reads the caller's array
+           .append(Conv2D(4, 4, 3, pad=1, name="conv"))
+           .append(BatchNorm2D(4, name="bn1"))                            # reads the conv's new output
+           .append(Activation(relu, name="act", inplace=True))
+           .append(Identity(name="same"))
+           .append(BatchNorm2D(4, name="bn2")))                           # reads what Identity passed on
+    for mod in _leaves(net):
+        if isinstance(mod, BatchNorm2D):
+            mod.attrs["mean"].set(np.random.randn(1, 4, 1, 1).astype(np.float32))
+            mod.attrs["var"].set(np.random.uniform(0.5, 2.0, (1, 4, 1, 1)).astype(np.float32))
+    net.evalMode()
+    host = np.random.randn(2, 4, 5, 5).astype(np.float32)
+    x = gpuarray.to_gpu(host)
+    calls = _recordBatchNormEval(monkeypatch)
+    want = net(x).get()
+    assert calls == [False, False, False]
+    del calls[:]
+    with minidl.noGrad():
+        got = net(x).get()
+    assert calls == [False, True, False]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x.get(), host)          # the caller's input is untouched
+
+    net.trainMode()
+    del calls[:]
+    with minidl.noGrad():
+        net(x)
+    assert calls == []                                      # train mode: batchNormTrain, never in place
+    np.testing.assert_array_equal(x.get(), host)
+
+
+def test_nothing_is_written_over_in_a_residual_block(backend, monkeypatch):
+    """MobileNetV2's blocks: Replicate hands the same array to the body and to the shortcut; the body's
+    first conv makes a new array, which its batch norm may take, and the shortcut keeps x."""
+    net = loadMobileNetV2(width=0.35, numClasses=10, smallInput=True, dropout=0)
+    net.evalMode()
+    x = gpuarray.to_gpu(np.random.rand(2, 3, 16, 16).astype(np.float32))
+    want = net(x).get()
+    calls = _recordBatchNormEval(monkeypatch)
+    with minidl.noGrad():
+        got = net(x).get()
+    np.testing.assert_array_equal(got, want)
+    # every batch norm of V2 follows a conv: all in place
+    assert calls and all(calls)
+    assert len(calls) == sum(isinstance(m, BatchNorm2D) for m in _leaves(net))
+
+
+@pytest.mark.parametrize("act", [None, ("relu", 0.0, 0.0), ("clip", 0.0, 6.0)], ids=["none", "relu", "relu6"])
+@pytest.mark.parametrize("shape", [(1, 8, 5, 7), (3, 4, 40, 40)], ids=["small", "planes"])
+@pytest.mark.parametrize("infinite", [False, True], ids=["finite", "infinite-coefficient"])
+def test_batch_norm_eval_into_out_and_over_its_input(backend, act, shape, infinite):
+    """The op's out: x itself or another array, the same values as a new output, bit for bit, and the
+    float64 formula's within float32 rounding; the NumPy formula's path too (a variance of -epsilon
+    in channel 0: an infinite coefficient, so the kernels step aside)."""
+    from minidl.backend import ops
+    c = shape[1]
+    host = np.random.randn(*shape).astype(np.float32) * 3
+    stats = [np.random.uniform(0.5, 1.5, (1, c, 1, 1)), np.random.randn(1, c, 1, 1), np.random.randn(1, c, 1, 1),
+             np.random.uniform(0.2, 2.0, (1, c, 1, 1))]
+    if infinite:
+        stats[3][0, 0] = -1e-5
+    scale, bias, mean, var = (gpuarray.to_gpu(s.astype(np.float32)) for s in stats)
+    with np.errstate(all="ignore"):     # the formula divides by zero on purpose in channel 0
+        want = (host - stats[2]) / np.sqrt(stats[3] + 1e-5) * stats[0] + stats[1]
+        if act is not None:
+            want = np.clip(want, 0, None if act[0] == "relu" else 6)
+        fresh = ops.batchNormEval(gpuarray.to_gpu(host), scale, bias, mean, var, 1e-5, act).get()
+        x = gpuarray.to_gpu(host)
+        other = gpuarray.zeros(shape, np.float32)
+        intoOther = ops.batchNormEval(x, scale, bias, mean, var, 1e-5, act, out=other)
+        untouched = x.get()
+        over = ops.batchNormEval(x, scale, bias, mean, var, 1e-5, act, out=x)
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(fresh[finite], want[finite], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(np.isnan(fresh), np.isnan(want))
+    # with the infinite coefficient some outputs are infinite or NaN, unless relu6 bounds them all
+    assert finite.all() == (not infinite or (act is not None and act[0] == "clip"))
+    assert intoOther is other and over is x
+    np.testing.assert_array_equal(other.get(), fresh)
+    np.testing.assert_array_equal(untouched, host)
+    np.testing.assert_array_equal(x.get(), fresh)
+
+
+def test_batch_norm_eval_refuses_an_out_it_cannot_write(backend):
+    from minidl.backend import ops
+    x = gpuarray.to_gpu(np.random.randn(2, 3, 4, 4).astype(np.float32))
+    s = gpuarray.to_gpu(np.ones((1, 3, 1, 1), np.float32))
+    z = gpuarray.zeros((1, 3, 1, 1), np.float32)
+    big = gpuarray.zeros((2 * 3 * 4 * 4 + 1,), np.float32)
+    for out, message in [(gpuarray.zeros((2, 3, 4, 5), np.float32), r"of shape \(2, 3, 4, 4\), got float32 \(2, 3, 4, 5\)"),
+                         (gpuarray.zeros((2, 3, 4, 4), np.int32), "got int32"),
+                         (gpuarray.zeros((2, 3, 4, 8), np.float32)[:, :, :, ::2], "not contiguous"),
+                         (big[1:].reshape(2, 3, 4, 4), None)]:
+        if message is None:         # overlapping x partly: x is big[:-1], out is big[1:]
+            x = big[:-1].reshape(2, 3, 4, 4)
+            message = "the input itself or not overlap it"
+        with pytest.raises(ValueError, match="batchNormEval: out must be .*" + message):
+            ops.batchNormEval(x, s, z, z, s, 1e-5, None, out=out)

@@ -9,6 +9,14 @@ activation's ``grad`` is released after backward, as every child's is (Container
 activations, activations not in place (their input stays readable), SyncBatchNorm2D, and pairs
 where something looks at a module's own pass: a backwardHook on the activation, methods of either
 replaced on the instance, or the debug mode (minidl.anomaly).
+
+Inside minidl.noGrad() an eval-mode batch norm (the same classes, methods not replaced) also writes its
+output over its input when that input is the new output of the child just before it, a Conv2D,
+DepthwiseConv2D, PointwiseConv2D, Deconv2D or Linear (methods not replaced): nothing reads that
+output afterwards (each child's output goes once the next has run), and it is never the
+Sequential's own input or an array the caller holds. Not in the debug mode, which reads a module's
+input after its pass. That saves a buffer and its writes: MobileNetV1 / V2 at 224x224, batch 1 on 2
+cores, ~7% / ~12% faster inside noGrad (benchmarks/RESULTS.md).
 """
 
 from minidl import anomaly
@@ -74,12 +82,15 @@ class Sequential(Container):
             if not debug and i + 1 < len(mods) and _fusible(mod, mods[i + 1]):
                 mod.fuseNext(mods[i + 1])
                 fused.add(id(mods[i + 1]))
+            if lean and not debug and i > 0 and not mod.train and _overwritable(mod, mods[i - 1]):
+                mod.writeOverInput()
             try:
                 with self.childScope(mod):
                     data = mod(data)
             finally:
                 # taken by the batch norm's pass; left over only where its input was refused
                 vars(mod).pop("_fuseNext", None)
+                vars(mod).pop("_writeOver", None)
             if lean:
                 # mod has read the outputs before it (a fused activation's too: it is the batch norm's)
                 for prev in mods[done:i]:
@@ -125,14 +136,30 @@ class Sequential(Container):
 _types = []
 
 
-def _fusible(mod, nxt):
-    """Whether mod and nxt, the child after it, run as one op (the module docstring says when)."""
+def _loadTypes():
     if not _types:
         # imported here: minidl.modules imports this module (SeparableConv2D is a Sequential)
         from minidl.modules.activation import Activation
         from minidl.modules.batchnorm import BatchNorm, BatchNorm2D
-        _types.extend([(BatchNorm2D, BatchNorm), Activation])
-    norms, activation = _types
+        from minidl.modules.conv import Conv2D, DepthwiseConv2D, PointwiseConv2D
+        from minidl.modules.deconv import Deconv2D
+        from minidl.modules.linear import Linear
+        _types.extend([(BatchNorm2D, BatchNorm), Activation, (Conv2D, DepthwiseConv2D, PointwiseConv2D, Deconv2D,
+                                                              Linear)])
+    return _types
+
+
+def _overwritable(mod, prev):
+    """Whether mod is a batch norm that may write its output over its input, the output of prev, the
+    child before it (the docstring says when): prev is a layer whose output is always a new array."""
+    norms, _, fresh = _loadTypes()
+    return type(mod) in norms and type(prev) in fresh and not _replaced(mod, ("updateData",)) \
+        and not _replaced(prev, ("updateData",))
+
+
+def _fusible(mod, nxt):
+    """Whether mod and nxt, the child after it, run as one op (the module docstring says when)."""
+    norms, activation, _ = _loadTypes()
     return (type(mod) in norms and type(nxt) is activation and nxt.inplace and nxt.kind in ("relu", "clip")
             and not _replaced(mod, ("updateData", "backward")) and nxt.backwardHook is None
             and not _replaced(nxt, ("updateData", "backward", "updateGrad", "updateGradAndParams")))

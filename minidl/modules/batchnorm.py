@@ -87,6 +87,12 @@ class BatchNorm2D(Module):
         output is then act's, and the incoming gradient act's output gradient."""
         self._fuseNext = (act.kind, act.alpha, act.beta)
 
+    def writeOverInput(self):
+        """Write the next forward's output over its input, in eval mode (in train mode the pass is as
+        usual): what a Sequential asks inside minidl.noGrad() when nothing reads that input
+        afterwards (minidl.containers.sequential says when). Saves a buffer and the writes into it."""
+        self._writeOver = True
+
     def _affine(self):
         if self.affine:
             return self.vars["scale"].data, self.vars["bias"].data
@@ -108,13 +114,15 @@ class BatchNorm2D(Module):
         x = self._asMaps(data)
         scale, bias = self._affine()
         act = self.fusedActivation = self.__dict__.pop("_fuseNext", None)    # for this pass only
+        overwrite = self.__dict__.pop("_writeOver", False)                  # so is this
         if self.train:
             factor = max(self.initFactor / (self.numOfUpdates + 1), self.minFactor)
             y, self.saveMean, self.saveVar = ops.batchNormTrain(x, scale, bias, self.attrs["mean"],
                                                                 self.attrs["var"], self.epsilon, factor, act)
             self.numOfUpdates += 1
         else:
-            y = ops.batchNormEval(x, scale, bias, self.attrs["mean"], self.attrs["var"], self.epsilon, act)
+            y = ops.batchNormEval(x, scale, bias, self.attrs["mean"], self.attrs["var"], self.epsilon, act,
+                                  out=x if overwrite else None)
         self.data = y.reshape(data.shape)
 
     def _backward(self, grad):

@@ -3,10 +3,10 @@ the statistics and the parameter gradients, elementwise kernels for the rest."""
 
 import numpy as np
 
-from minidl.backend.cuda.array import empty
+from minidl.backend.cuda.array import empty, mayShareMemory
 from minidl.backend.cuda.compiler import BLOCK, f32, function, i32, i64, launch, launchBlocks, planes, ptr
 from minidl.backend.cuda.elementwise import activation, activationBackward
-from minidl.shapes import fusedActivation
+from minidl.shapes import checkOut, fusedActivation
 
 
 def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
@@ -21,10 +21,12 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
 # A fused activation (act) is composed here, the activation's kernel run in place after the batch
 # norm's: on a GPU the extra pass is cheap, and the results equal the separate modules' exactly.
 
-def batchNormEval(x, scale, bias, mean, var, epsilon, act=None):
+def batchNormEval(x, scale, bias, mean, var, epsilon, act=None, out=None):
     fusedActivation("batchNormEval", act)
+    checkOut("batchNormEval", x, out, out is not x and out is not None and mayShareMemory(out, x))
     n, c, l = planes(x.shape)
-    y = empty(x.shape, np.float32)
+    # bnApply reads x[i] and writes y[i] only, so y may be x
+    y = empty(x.shape, np.float32) if out is None else out
     launch(function("batchnorm.cu", "bnApply"), x.size, ptr(x), ptr(y), ptr(scale), ptr(bias), ptr(mean), ptr(var),
            f32(epsilon), i32(c), i32(l), i64(x.size))
     if act is not None:

@@ -72,6 +72,17 @@ def _affineRow(src, dst, a, b, lo, hi, clip):
             dst[k] = src[k] * a + b
 
 
+@jit.inline
+def _affineRowInPlace(row, a, b, lo, hi, clip):
+    """_affineRow with dst = src: row = row * a + b, clipped to [lo, hi] with clip."""
+    if clip:
+        for k in range(row.shape[0]):
+            row[k] = clipValue(row[k] * a + b, lo, hi)
+    else:
+        for k in range(row.shape[0]):
+            row[k] = row[k] * a + b
+
+
 @jit.parallel
 def channelMajorTrain(x, scale, bias, y, mean, var, epsilon, lo, hi, clip):
     """Per channel c: mean[c], biased var[c] of x[:, c, :] (float64), then
@@ -121,6 +132,24 @@ def evalAffine(x, scale, bias, mean, var, epsilon, y, lo, hi, clip):
         i0 = p // c
         ci = p - i0 * c
         _affineRow(x[i0, ci], y[i0, ci], a[ci], b[ci], lo, hi, clip)
+    return True
+
+
+@jit.parallel
+def evalAffineInPlace(x, scale, bias, mean, var, epsilon, lo, hi, clip):
+    """evalAffine with y = x: each value is replaced by its output. A kernel of its own because
+    evalAffine's loops with y aliasing x ran 1.5x slower (LLVM's overlap check sends them to the
+    scalar loop)."""
+    c = x.shape[1]
+    a = np.empty(c, np.float32)
+    b = np.empty(c, np.float32)
+    if not evalCoefficients(scale, bias, mean, var, epsilon, a, b):
+        return False
+    n = x.shape[0]
+    for p in prange(n * c):
+        i0 = p // c
+        ci = p - i0 * c
+        _affineRowInPlace(x[i0, ci], a[ci], b[ci], lo, hi, clip)
     return True
 
 
