@@ -53,8 +53,8 @@ def main():
     if (args.fold or args.nograd) and args.mode != "eval":
         p.error("--fold and --nograd are for inference: they need --mode eval")
     if args.side == "torch":
-        if args.first:
-            p.error("--first is for minidl's side")
+        if args.first or args.nograd:
+            p.error("--first and --nograd are for minidl's side (PyTorch's eval always runs inside no_grad)")
         return torchProfile(args)
     if args.first == "torch":
         import torch  # noqa: F401

@@ -298,7 +298,7 @@ def drive(args, baseEnv=None):
     sgemm = _sgemmGflops()
     print("separate processes, %d rounds; threads: %s; SGEMM %.1f GFLOP/s (this process, numpy)"
           % (args.rounds, args.threads or "each side's default", sgemm))
-    print("%-18s %-15s %10s %10s %10s %8s %8s  %s" % ("case", "mode", "minidl ms", "torch ms", "ort ms",
+    print("%-18s %-22s %10s %10s %10s %8s %8s  %s" % ("case", "mode", "minidl ms", "torch ms", "ort ms",
                                                      "vs torch", "vs ort", "minidl GFLOP/s (% of sgemm)"))
     results = []
     for name in names:
@@ -331,7 +331,7 @@ def drive(args, baseEnv=None):
             gf = "-" if flops is None else "%.1f (%.0f%%)" % (row["minidl_gflops"], 100 * row["sgemm_fraction"])
             plainNote = "" if "ratio_torch_plain" not in row else "  (%.2f of PyTorch's %s)" % (
                 row["ratio_torch_plain"], plain)
-            print("%-18s %-15s %10s %10s %10s %8s %8s  %s%s" % (
+            print("%-18s %-22s %10s %10s %10s %8s %8s  %s%s" % (
                 name, mode, f(row["minidl_ms"]), f(row.get("torch_ms")), f(row.get("onnxruntime_ms")),
                 f(row.get("ratio_torch")), f(row.get("ratio_onnxruntime")), gf, plainNote), flush=True)
         entry["threads"] = {side: rounds[0][side]["info"].get("threads") for side in sides}

@@ -12,14 +12,19 @@ where each output is written:
   and batch 64: all of its outputs take 3.3 GB);
 - speed: on the NumPy backend the workspace hands a released buffer out again to a later layer
   while it is still in the cache, instead of writing each output into a buffer untouched since
-  the last pass (measured in benchmarks/RESULTS.md: MobileNetV1 / V2 at 224x224, batch 1,
-  ~10-15% faster on 2 cores).
+  the last pass (MobileNetV1 / V2 at 224x224 on 2 cores, each library in its own process: batch 1
+  23.3 -> 18.4 ms / 26.6 -> 21.6 ms, batch 64 813 -> 656 / 746 -> 619 ms; benchmarks/RESULTS.md,
+  "minidl.noGrad()").
 
-After such a pass the containers' children hold no ``data``; backward raises a ModuleError saying
-the pass ran under noGrad. The mode (train or eval) is unchanged by it: batch norm in train mode
-still uses and updates the batch statistics. A single module that is not a container keeps its
-output as always. The block's effect is per thread (a model trained in another thread keeps its
-outputs); blocks nest, and the previous state comes back when one ends, by an exception too.
+After such a pass the containers' children hold no ``data`` but the container's own output (the last
+child of a Sequential, a Parallel's children, a Graph's output nodes); backward raises a ModuleError
+saying the pass ran under noGrad. Inside the block an eval-mode batch norm right after a
+convolution or Linear layer in a Sequential also writes its output over that layer's, which nothing
+reads afterwards (minidl.containers.sequential says when). The mode (train or eval) is unchanged by
+it: batch norm in train mode still uses and updates the batch statistics. A single module that is
+not a container keeps its output as always. The block's effect is per thread (another model trained in another thread keeps
+its outputs; one model object runs one pass at a time, as always), not per asyncio task or
+generator; blocks nest, and the previous state comes back when one ends, by an exception too.
 Validator and Calculator (minidl.handlers) run their forward passes in one.
 
 Usage::

@@ -20,7 +20,9 @@ from minidl.errors import ModuleError
 from minidl.handlers import Calculator, Validator
 from minidl.cost import CrossEntropy
 from minidl.models import loadMobileNetV1, loadMobileNetV2, loadMobileNetV3
-from minidl.modules import Activation, Add, BatchNorm2D, Conv2D, Identity, Linear, Replicate, relu
+from minidl.modules import (
+    Activation, Add, BatchNorm, BatchNorm2D, Conv2D, Deconv2D, Flatten, Identity, Linear, Replicate, relu,
+)
 
 
 def _leaves(module):
@@ -137,6 +139,42 @@ def test_a_value_read_by_several_nodes_lives_until_the_last_has_run(backend):
     assert [graph[n].data is None for n in ("a", "b", "c")] == [True, True, True]
 
 
+def test_a_graph_never_writes_over_its_input_through_a_value_that_views_it(backend):
+    """An in-place module after an Identity or a Flatten reads the graph's input itself: it gets a copy,
+    inside noGrad too, so the caller's array and a later reader of x keep their values."""
+    for kind in (Identity, Flatten):
+        inner = Graph(inputs="x", outputs="act", name="inner", nodes=[
+            Node(kind(name="pass"), inputs="x"), Node(Activation(relu, name="act", inplace=True), inputs="pass")])
+        outer = Graph(inputs="x", outputs="add", name="outer", nodes=[
+            Node(inner, inputs="x"), Node(kind(name="keep"), inputs="x"), Node(Add(name="add"), inputs=["inner", "keep"])])
+        outer.evalMode()
+        host = np.random.randn(2, 3, 2, 2).astype(np.float32)
+        x = gpuarray.to_gpu(host)
+        want = outer(x).get()
+        shape = host.shape if kind is Identity else (2, 12)
+        np.testing.assert_array_equal(want, (np.maximum(host, 0) + host).reshape(shape))
+        with minidl.noGrad():
+            got = outer(x).get()
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(x.get(), host)
+
+
+def test_graph_element_reads_count_each_entry(backend):
+    """A node reading (rep, 0) and another reading (rep, 1): rep lives until both have run."""
+    graph = Graph(inputs="x", outputs="sum", name="g", nodes=[
+        Node(Replicate(2, name="rep"), inputs="x"),
+        Node(Linear(3, 3, name="a"), inputs=("rep", 0)),
+        Node(Linear(3, 3, name="b"), inputs=("rep", 1)),
+        Node(Add(name="sum"), inputs=["a", "b"]),
+    ])
+    graph.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(4, 3).astype(np.float32))
+    want = graph(x).get()
+    with minidl.noGrad():
+        np.testing.assert_array_equal(graph(x).get(), want)
+    assert graph["rep"].data is None
+
+
 def test_the_switch_is_per_thread_nests_and_survives_errors(backend):
     net = Sequential("net").append(Linear(3, 3, name="fc")).append(Activation(relu, name="act"))
     net.evalMode()
@@ -230,7 +268,8 @@ def test_an_eval_batch_norm_writes_over_a_new_layer_output_inside_nograd_only(ba
            .append(BatchNorm2D(4, name="bn1"))                            # reads the conv's new output
            .append(Activation(relu, name="act", inplace=True))
            .append(Identity(name="same"))
-           .append(BatchNorm2D(4, name="bn2")))                           # reads what Identity passed on
+           .append(BatchNorm2D(4, name="bn2"))                            # reads what Identity passed on
+           .append(Conv2D(4, 4, 1, name="last")))                         # (the child before bn0, cyclically)
     for mod in _leaves(net):
         if isinstance(mod, BatchNorm2D):
             mod.attrs["mean"].set(np.random.randn(1, 4, 1, 1).astype(np.float32))
@@ -254,6 +293,47 @@ def test_an_eval_batch_norm_writes_over_a_new_layer_output_inside_nograd_only(ba
         net(x)
     assert calls == []                                      # train mode: batchNormTrain, never in place
     np.testing.assert_array_equal(x.get(), host)
+
+
+@pytest.mark.parametrize("producer", ["linear", "deconv"])
+def test_batch_norms_after_linear_and_deconv_layers_write_over_them(backend, monkeypatch, producer):
+    """The 1-D BatchNorm works on a reshaped view of the Linear's output; Deconv2D crops its output."""
+    if producer == "linear":
+        net = Sequential("net").append(Linear(6, 5, name="fc")).append(BatchNorm(5, name="bn"))
+        host = np.random.randn(3, 6).astype(np.float32)
+    else:
+        net = (Sequential("net").append(Deconv2D(3, 4, 3, stride=2, pad=1, name="up"))
+               .append(BatchNorm2D(4, name="bn")).append(Activation(relu, name="act", inplace=True)))
+        host = np.random.randn(2, 3, 4, 4).astype(np.float32)
+    net["bn"].attrs["mean"].set(np.random.randn(*net["bn"].attrs["mean"].shape).astype(np.float32))
+    net.evalMode()
+    x = gpuarray.to_gpu(host)
+    want = net(x).get()
+    calls = _recordBatchNormEval(monkeypatch)
+    with minidl.noGrad():
+        got = net(x).get()
+    assert calls == [True]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x.get(), host)
+
+
+def test_a_refused_input_leaves_no_request_to_write_over_for_later_passes(backend, monkeypatch):
+    """The batch norm refuses its input after the Sequential asked it to write over it: the request
+    must not outlive that pass, or an ordinary pass later would overwrite the conv's kept output."""
+    net = Sequential("net").append(Conv2D(3, 4, 3, pad=1, name="conv")).append(BatchNorm2D(4, name="bn"))
+    net["bn"].attrs["mean"].set(np.random.randn(1, 4, 1, 1).astype(np.float32))
+    net.evalMode()
+    x = gpuarray.to_gpu(np.random.randn(2, 3, 5, 5).astype(np.float32))
+
+    def refuse(shape):
+        raise ValueError("refused once")
+    monkeypatch.setattr(net["bn"], "checkDataShape", refuse)
+    with pytest.raises(ModuleError, match="refused once"):
+        with minidl.noGrad():
+            net(x)
+    monkeypatch.undo()
+    y = net(x)
+    assert not np.array_equal(net["conv"].data.get(), y.get())     # the conv's output is its own
 
 
 def test_nothing_is_written_over_in_a_residual_block(backend, monkeypatch):

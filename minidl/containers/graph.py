@@ -289,16 +289,20 @@ class Graph(Container):
                 mod.inData = None
                 self._releaseRead(name, values, unread)
         self.data = self._joined(values, self.outputs)
+        if lean:
+            for name in self.inputs:
+                values[name] = None
 
     def _releaseRead(self, name, values, unread):
-        """Under minidl.noGrad(), after node name has run: let go of each value it read whose readers
-        have all run (the value, and the node's module that computed it)."""
+        """Under minidl.noGrad(), after node name has run: let go of each node value it read whose
+        readers have all run (the value, and the module that computed it). The graph's inputs stay
+        until the pass ends: _shared looks for them among the values, so that an in-place node never
+        writes over the caller's array through a node that passes it on (Identity, Flatten)."""
         for src, _ in self.wiring[name]:
             unread[src] -= 1
-            if unread[src] == 0:
+            if unread[src] == 0 and src in self.modules:
                 values[src] = None
-                if src in self.modules:
-                    self.modules[src].reset()
+                self.modules[src].reset()
 
     def _shared(self, x, values, name):
         """Whether array x, the one value node name reads, may be read by anything but that node."""

@@ -14,9 +14,9 @@ Inside minidl.noGrad() an eval-mode batch norm (the same classes, methods not re
 output over its input when that input is the new output of the child just before it, a Conv2D,
 DepthwiseConv2D, PointwiseConv2D, Deconv2D or Linear (methods not replaced): nothing reads that
 output afterwards (each child's output goes once the next has run), and it is never the
-Sequential's own input or an array the caller holds. Not in the debug mode, which reads a module's
-input after its pass. That saves a buffer and its writes: MobileNetV1 / V2 at 224x224, batch 1 on 2
-cores, ~7% / ~12% faster inside noGrad (benchmarks/RESULTS.md).
+Sequential's own input or an array the caller holds. Kept off in the debug mode, as the fusion is, so
+that it checks each module's own pass. That saves a buffer and its writes (MobileNetV1 / V2 at
+224x224, batch 1, inside noGrad: benchmarks/RESULTS.md, "minidl.noGrad()").
 """
 
 from minidl import anomaly
@@ -133,20 +133,22 @@ class Sequential(Container):
         return shape
 
 
-_types = []
+_types = {}
 
 
 def _loadTypes():
-    if not _types:
+    """(batch norm classes, Activation, classes whose output is always a new array)."""
+    if "all" not in _types:
         # imported here: minidl.modules imports this module (SeparableConv2D is a Sequential)
         from minidl.modules.activation import Activation
         from minidl.modules.batchnorm import BatchNorm, BatchNorm2D
         from minidl.modules.conv import Conv2D, DepthwiseConv2D, PointwiseConv2D
         from minidl.modules.deconv import Deconv2D
         from minidl.modules.linear import Linear
-        _types.extend([(BatchNorm2D, BatchNorm), Activation, (Conv2D, DepthwiseConv2D, PointwiseConv2D, Deconv2D,
-                                                              Linear)])
-    return _types
+        # one assignment: two threads' first passes at once both write the same tuple
+        _types["all"] = ((BatchNorm2D, BatchNorm), Activation, (Conv2D, DepthwiseConv2D, PointwiseConv2D, Deconv2D,
+                                                                Linear))
+    return _types["all"]
 
 
 def _overwritable(mod, prev):
