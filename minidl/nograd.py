@@ -12,9 +12,9 @@ where each output is written:
   and batch 64: all of its outputs take 3.3 GB);
 - speed: on the NumPy backend the workspace hands a released buffer out again to a later layer
   while it is still in the cache, instead of writing each output into a buffer untouched since
-  the last pass (MobileNetV1 / V2 at 224x224 on 2 cores, each library in its own process: batch 1
-  23.3 -> 18.4 ms / 26.6 -> 21.6 ms, batch 64 813 -> 656 / 746 -> 619 ms; benchmarks/RESULTS.md,
-  "minidl.noGrad()").
+  the last pass (MobileNetV1 / V2 at 224x224 on 2 cores, each library in its own process, with the
+  in-place batch norm below: batch 1 23.3 -> 18.4 ms / 26.6 -> 21.6 ms, batch 64 813 -> 656 / 746 ->
+  619 ms; benchmarks/RESULTS.md, "minidl.noGrad()").
 
 After such a pass the containers' children hold no ``data`` but the container's own output (the last
 child of a Sequential, a Parallel's children, a Graph's output nodes); backward raises a ModuleError
