@@ -85,6 +85,8 @@ class Module:
         self.inData = None
         self.data = None
         self.grad = None
+        # set by a container whose pass ran inside minidl.noGrad(): no backward may follow it
+        self.passWithoutGrad = False
 
     def registerBlueprint(self, args):
         """Record the constructor's arguments (pass ``locals()`` as args; ``self`` is dropped), so a model
@@ -209,6 +211,7 @@ class Module:
         return self.data. A bad input raises ModuleError naming the module."""
         self.checkDataType(dtypesOf(data))
         self.checkDataShape(shapesOf(data))
+        self.passWithoutGrad = False
         self.inData = data
         with anomaly.watch(self, data):         # checks for NaN in the debug mode (minidl/anomaly.py)
             self.updateData(data)
@@ -219,8 +222,7 @@ class Module:
 
         Returns self.grad, d(loss)/d(input), computed when updGrad (else None); when updParamGrads
         and in train mode, adds the parameter gradients to each ``vars[name].grad``."""
-        if self.data is None:
-            raise self.error("backward called before a forward pass")
+        self.checkBackward()
         expected, got = shapesOf(self.data), shapesOf(grad)
         if expected != got:
             raise self.error("expected grad of shape %s, got %s" % (expected, got))
@@ -235,6 +237,15 @@ class Module:
         if self.backwardHook is not None:
             self.backwardHook(self)
         return self.grad
+
+    def checkBackward(self):
+        """ModuleError unless the last forward pass left what a backward pass needs: it ran, and not
+        inside minidl.noGrad() as part of a container, which let go of what backward reads."""
+        if self.passWithoutGrad:
+            raise self.error("backward after a forward pass run inside minidl.noGrad(), which kept no output of "
+                             "the children; run the forward outside the block to train or take gradients")
+        if self.data is None:
+            raise self.error("backward called before a forward pass")
 
     def updateData(self, data):
         """Compute self.data from data, checked already (subclasses implement it with backend ops)."""

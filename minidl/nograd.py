@@ -65,5 +65,9 @@ class noGrad:
         return self
 
     def __exit__(self, kind, error, tb):
-        _local.depth -= 1
+        depth = getattr(_local, "depth", 0)
+        if depth <= 0:
+            # a stray call would otherwise leave the count below zero: later blocks would do nothing
+            raise RuntimeError("minidl.noGrad: __exit__ without a matching __enter__ in this thread")
+        _local.depth = depth - 1
         return False

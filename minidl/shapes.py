@@ -200,18 +200,19 @@ def convArgs(kind, inmaps, outmaps, groups, size, stride, pad, dilation):
     return (inmaps, outmaps, groups, *pairs)
 
 
-def checkOut(op, x, out, overlaps):
+def checkOut(op, x, out, mayShareMemory):
     """Check out, the array an op is asked to write its result into (None: a new one): C-contiguous
-    float32 of x's shape, and x itself or an array that does not overlap x (overlaps: whether out is
-    not x but shares memory with it, as the backend tells). Both backends check here; ValueError
-    naming op otherwise."""
+    float32 of x's shape, and x itself or an array that does not overlap x (mayShareMemory: the
+    backend's test of two of its arrays). Both backends check here; ValueError naming op otherwise."""
     if out is None:
         return
+    if not all(hasattr(out, attr) for attr in ("shape", "dtype", "flags")):
+        raise ValueError("%s: out must be an array of this backend, got %s" % (op, type(out).__name__))
     if tuple(out.shape) != tuple(x.shape) or out.dtype != "float32" or not out.flags.c_contiguous:
         raise ValueError("%s: out must be a C-contiguous float32 array of shape %s, got %s %s%s"
                          % (op, tuple(x.shape), out.dtype, tuple(out.shape),
                             "" if out.flags.c_contiguous else " (not contiguous)"))
-    if overlaps:
+    if out is not x and mayShareMemory(out, x):
         raise ValueError("%s: out must be the input itself or not overlap it; it shares part of its memory"
                          % op)
 
@@ -223,6 +224,8 @@ def fusedActivation(op, act, inshape=None, y=None):
     alike; ValueError naming op otherwise."""
     if act is None:
         return
+    if not isinstance(act, (tuple, list)) or len(act) != 3:
+        raise ValueError("%s: act must be None or (kind, alpha, beta), kind \"relu\" or \"clip\", got %r" % (op, act))
     if act[0] not in ("relu", "clip"):
         raise ValueError("%s: a fused activation is relu or clip, got %r" % (op, act[0]))
     if inshape is not None and (y is None or tuple(y.shape) != tuple(inshape)):

@@ -403,3 +403,46 @@ def test_batch_norm_eval_refuses_an_out_it_cannot_write(backend):
             message = "the input itself or not overlap it"
         with pytest.raises(ValueError, match="batchNormEval: out must be .*" + message):
             ops.batchNormEval(x, s, z, z, s, 1e-5, None, out=out)
+
+
+def test_a_child_refuses_backward_after_a_nograd_pass_whether_or_not_it_kept_its_output(backend):
+    """The Graph's output node keeps its output but not its input; the others keep neither: each
+    says the pass ran inside noGrad, and a pass outside the block lets them run backward again."""
+    graph = Graph(inputs="x", outputs="add", name="g", nodes=[
+        Node(Conv2D(4, 4, 3, pad=1, name="conv"), inputs="x"),
+        Node(BatchNorm2D(4, name="bn"), inputs="conv"),
+        Node(Add(name="add"), inputs=["bn", "x"]),
+    ])
+    seq = Sequential("s").append(Conv2D(4, 4, 3, pad=1, name="conv")).append(BatchNorm2D(4, name="bn")) \
+        .append(Activation(relu, name="act", inplace=True))
+    x = gpuarray.to_gpu(np.random.randn(2, 4, 5, 5).astype(np.float32))
+    g = gpuarray.to_gpu(np.ones((2, 4, 5, 5), np.float32))
+    for net, children in ((graph, ("conv", "bn", "add")), (seq, ("conv", "bn", "act"))):
+        with minidl.noGrad():
+            net(x)
+        for name in children:
+            with pytest.raises(ModuleError, match="'%s': backward after a forward pass run inside minidl.noGrad" % name):
+                net[name].backward(g)
+        net(x)
+        net[children[-1]].backward(g)
+
+
+def test_a_stray_exit_is_refused_and_leaves_the_count_alone(backend):
+    block = minidl.noGrad()
+    with block:
+        pass
+    with pytest.raises(RuntimeError, match="__exit__ without a matching __enter__"):
+        block.__exit__(None, None, None)
+    with minidl.noGrad():
+        assert nograd.isEnabled()
+    assert not nograd.isEnabled()
+
+
+def test_batch_norm_eval_names_a_malformed_act_or_out(backend):
+    from minidl.backend import ops
+    x = gpuarray.to_gpu(np.random.randn(1, 2, 3, 3).astype(np.float32))
+    s = gpuarray.to_gpu(np.ones((1, 2, 1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"batchNormEval: act must be None or \(kind, alpha, beta\).*got 'relu'"):
+        ops.batchNormEval(x, s, s, s, s, 1e-5, "relu")
+    with pytest.raises(ValueError, match="batchNormEval: out must be an array of this backend, got list"):
+        ops.batchNormEval(x, s, s, s, s, 1e-5, None, out=[0.0] * 18)

@@ -240,7 +240,7 @@ def batchNormTrain(x, scale, bias, runMean, runVar, epsilon, factor, act=None):
 
 def batchNormEval(x, scale, bias, mean, var, epsilon, act=None, out=None):
     """y = (x - mean) / sqrt(var + epsilon) * scale + bias with the given statistics; act as for
-    batchNormTrain. out: the array y is written into and returned, C-contiguous float32 of x's shape,
+    batchNormTrain. out: the backend array y is written into and returned, C-contiguous float32 of x's shape,
     x itself (in place: each element is read before it is written) or one that does not overlap x
     (shapes.checkOut); None: a new array."""
 

@@ -48,7 +48,6 @@ class Container(Module):
         super().__init__(name)
         self.modules = {}
         self._childrenReset = False     # whether reset() reached the children since their last pass
-        self._passWithoutGrad = False   # whether the last forward ran inside minidl.noGrad()
 
     # ---- children -------------------------------------------------------------------------------
 
@@ -208,17 +207,15 @@ class Container(Module):
                 mod.reset()
         self._childrenReset = False
         self.data = None
-        self._passWithoutGrad = nograd.isEnabled()
-        return self._passWithoutGrad
+        self.passWithoutGrad = nograd.isEnabled()
+        return self.passWithoutGrad
 
-    def checkBackward(self):
-        """ModuleError unless the last forward pass left what a backward pass needs: it ran, and not
-        inside minidl.noGrad() (which let go of the children's outputs)."""
-        if self.data is None:
-            raise self.error("backward called before a forward pass")
-        if self._passWithoutGrad:
-            raise self.error("backward after a forward pass run inside minidl.noGrad(), which kept no output of "
-                             "the children; run the forward outside the block to train or take gradients")
+    @staticmethod
+    def releaseInput(child):
+        """Inside minidl.noGrad(), once child has run: its input may go, and its backward must refuse
+        (Module.checkBackward), whether or not its output goes too."""
+        child.inData = None
+        child.passWithoutGrad = True
 
     def checkDataType(self, dtype, what="input"):
         """Accept any dtype: each child checks its own input (what names the array, as for Module)."""

@@ -286,7 +286,7 @@ class Graph(Container):
             with self.childScope(mod):
                 values[name] = mod(x)
             if lean:
-                mod.inData = None
+                self.releaseInput(mod)
                 self._releaseRead(name, values, unread)
         self.data = self._joined(values, self.outputs)
         if lean:

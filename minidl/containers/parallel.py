@@ -36,7 +36,7 @@ class Parallel(Container):
             with self.childScope(mod):
                 out.append(mod(x))
             if lean:
-                mod.inData = None       # its output is part of ours, so it stays
+                self.releaseInput(mod)  # its output is part of ours, so it stays
         self.data = out
 
     def backward(self, grad, updParamGrads=True, updGrad=True):

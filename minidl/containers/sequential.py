@@ -78,6 +78,7 @@ class Sequential(Container):
                 # what the in-place activation would leave: its input and output are its output
                 mod.inData = mod.data = data
                 mod.grad = None
+                mod.passWithoutGrad = lean
                 continue
             if not debug and i + 1 < len(mods) and _fusible(mod, mods[i + 1]):
                 mod.fuseNext(mods[i + 1])
@@ -96,7 +97,7 @@ class Sequential(Container):
                 for prev in mods[done:i]:
                     prev.reset()
                 done = i
-                mod.inData = None
+                self.releaseInput(mod)
         self.data = data
 
     def backward(self, grad, updParamGrads=True, updGrad=True):
