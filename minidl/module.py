@@ -242,8 +242,8 @@ class Module:
         """ModuleError unless the last forward pass left what a backward pass needs: it ran, and not
         inside minidl.noGrad() as part of a container, which let go of what backward reads."""
         if self.passWithoutGrad:
-            raise self.error("backward after a forward pass run inside minidl.noGrad(), which kept no output of "
-                             "the children; run the forward outside the block to train or take gradients")
+            raise self.error("backward after a forward pass run inside minidl.noGrad(), which does not keep what "
+                             "backward reads; run the forward outside the block to train or take gradients")
         if self.data is None:
             raise self.error("backward called before a forward pass")
 
