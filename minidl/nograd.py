@@ -22,9 +22,10 @@ saying the pass ran under noGrad. Inside the block an eval-mode batch norm right
 convolution or Linear layer in a Sequential also writes its output over that layer's, which nothing
 reads afterwards (minidl.containers.sequential says when). The mode (train or eval) is unchanged by
 it: batch norm in train mode still uses and updates the batch statistics. A single module that is
-not a container keeps its output as always. The block's effect is per thread (another model trained in another thread keeps
-its outputs; one model object runs one pass at a time, as always), not per asyncio task or
-generator; blocks nest, and the previous state comes back when one ends, by an exception too.
+not a container keeps its output as always. The block's effect is per thread (another model
+trained in another thread keeps its outputs; one model object runs one pass at a time, as always),
+not per asyncio task or generator; blocks nest, and the previous state comes back when one ends,
+by an exception too.
 Validator and Calculator (minidl.handlers) run their forward passes in one.
 
 Usage::

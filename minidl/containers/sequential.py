@@ -91,7 +91,8 @@ class Sequential(Container):
             finally:
                 # taken by the batch norm's pass; left over only where its input was refused
                 vars(mod).pop("_fuseNext", None)
-                vars(mod).pop("_writeOver", None)
+                if lean:        # only a pass inside noGrad asks for it
+                    vars(mod).pop("_writeOver", None)
             if lean:
                 # mod has read the outputs before it (a fused activation's too: it is the batch norm's)
                 for prev in mods[done:i]:
